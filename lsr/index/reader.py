@@ -1,0 +1,201 @@
+"""Opening an index: the manifest, the vocabulary, memory-mapped segments and the tombstones.
+
+An :class:`Index` is one consistent snapshot (one manifest generation). Opening is cheap: arrays are
+memory-mapped, so processes opening the same index share the page cache.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from lsr.errors import IndexFormatError, InvalidQueryError
+from lsr.index import format as fmt
+from lsr.kernels import PostingArrays
+from lsr.types import SparseBatch
+
+__all__ = ["Index", "Segment", "open_index"]
+
+
+@dataclass
+class Segment:
+    """One immutable segment, memory-mapped."""
+
+    info: fmt.SegmentInfo
+    postings: PostingArrays
+    forward: SparseBatch
+    docid_offsets: np.ndarray
+    docid_bytes: np.ndarray
+
+    @classmethod
+    def open(cls, index_dir: Path, info: fmt.SegmentInfo, dim: int) -> Segment:
+        seg_dir = index_dir / info.name
+        for name, record in info.files.items():
+            fmt.verify_file(seg_dir / name, record)
+        arrays = {}
+        for key, (file_name, dtype) in fmt.SEGMENT_ARRAYS.items():
+            path = seg_dir / file_name
+            try:
+                arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise IndexFormatError(f"index file {path} is unreadable: {exc}.") from None
+            if arr.dtype != np.dtype(dtype) or arr.ndim != 1:
+                raise IndexFormatError(f"index file {path} holds {arr.dtype}{arr.shape}, expected 1-d {dtype}.")
+            arrays[key] = arr
+        docid_bytes = np.memmap(seg_dir / fmt.DOCIDS_BYTES, dtype=np.uint8, mode="r") if (
+            seg_dir / fmt.DOCIDS_BYTES).stat().st_size else np.zeros(0, np.uint8)
+        _check_shapes(seg_dir, info, dim, arrays, len(docid_bytes))
+        postings = PostingArrays(arrays["offsets"], arrays["docs"], arrays["weights"], info.n_docs)
+        forward = SparseBatch(arrays["fwd_indptr"], arrays["fwd_indices"], arrays["fwd_values"], dim)
+        return cls(info, postings, forward, arrays["docid_offsets"], docid_bytes)
+
+    def external_id(self, local: int) -> str:
+        lo, hi = self.docid_offsets[local], self.docid_offsets[local + 1]
+        return bytes(self.docid_bytes[lo:hi]).decode("utf-8")
+
+
+def _check_shapes(seg_dir: Path, info: fmt.SegmentInfo, dim: int, a: dict[str, np.ndarray], n_bytes: int) -> None:
+    """Cheap structural checks: a truncated or swapped file fails here instead of inside a kernel."""
+    problems = []
+    if len(a["offsets"]) != dim + 1:
+        problems.append(f"postings.offsets has {len(a['offsets'])} entries, expected {dim + 1}")
+    elif a["offsets"][0] != 0 or a["offsets"][-1] != len(a["docs"]):
+        problems.append("postings.offsets does not span postings.docs")
+    if len(a["docs"]) != info.nnz or len(a["weights"]) != info.nnz:
+        problems.append(f"postings hold {len(a['docs'])}/{len(a['weights'])} entries, expected {info.nnz}")
+    if len(a["fwd_indptr"]) != info.n_docs + 1 or a["fwd_indptr"][-1] != info.nnz:
+        problems.append("forward.indptr does not match the segment's documents")
+    if len(a["fwd_indices"]) != info.nnz or len(a["fwd_values"]) != info.nnz:
+        problems.append("forward vectors do not match the postings' size")
+    if len(a["docid_offsets"]) != info.n_docs + 1 or a["docid_offsets"][-1] != n_bytes:
+        problems.append("docids.offsets does not match docids.utf8")
+    if problems:
+        raise IndexFormatError(f"segment {seg_dir} is inconsistent: {'; '.join(problems)}.")
+
+
+class Index:
+    """A read-only snapshot of an index. Use :func:`open_index`."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self.manifest = fmt.read_manifest(self.path)
+        for name, record in self.manifest.files.items():
+            fmt.verify_file(self.path / name, record)
+        self.segments = [Segment.open(self.path, info, self.dim) for info in self.manifest.segments]
+        self.deleted_ids = self._read_tombstones()
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    @property
+    def n_docs(self) -> int:
+        """Size of the global id space (deleted documents included)."""
+        return self.manifest.n_docs
+
+    @property
+    def n_live(self) -> int:
+        return self.n_docs - len(self.deleted_ids)
+
+    @property
+    def encoder_config(self) -> dict | None:
+        return self.manifest.encoder
+
+    @property
+    def vocabulary_hash(self) -> str:
+        return self.manifest.vocabulary["sha256"]
+
+    @cached_property
+    def vocabulary(self) -> list[str]:
+        path = self.path / fmt.VOCAB
+        try:
+            tokens = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise IndexFormatError(f"{path} is unreadable: {exc}.") from None
+        if not isinstance(tokens, list) or len(tokens) != self.dim:
+            raise IndexFormatError(f"{path} does not hold {self.dim} tokens.")
+        return tokens
+
+    @cached_property
+    def token_ids(self) -> dict[str, int]:
+        return {tok: i for i, tok in enumerate(self.vocabulary)}
+
+    # ------------------------------------------------------------------ documents
+    def _read_tombstones(self) -> np.ndarray:
+        record = self.manifest.tombstones
+        if record is None:
+            return np.zeros(0, np.int64)
+        path = self.path / record["file"]
+        fmt.verify_file(path, record)
+        try:
+            ids = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise IndexFormatError(f"{path} is unreadable: {exc}.") from None
+        if ids.dtype != np.int64 or len(ids) != record["count"]:
+            raise IndexFormatError(f"{path} does not hold {record['count']} int64 ids.")
+        return ids
+
+    def deleted_mask(self, segment: Segment) -> np.ndarray | None:
+        """uint8 mask over a segment's documents, or None when none of them is deleted."""
+        base, n = segment.info.doc_base, segment.info.n_docs
+        lo, hi = np.searchsorted(self.deleted_ids, [base, base + n])
+        if lo == hi:
+            return None
+        mask = np.zeros(n, np.uint8)
+        mask[self.deleted_ids[lo:hi] - base] = 1
+        return mask
+
+    def _locate(self, doc_id: int) -> tuple[Segment, int]:
+        if not 0 <= doc_id < self.n_docs:
+            raise InvalidQueryError(f"document id {doc_id} is outside [0, {self.n_docs}).")
+        bases = [s.info.doc_base for s in self.segments]
+        seg = self.segments[int(np.searchsorted(bases, doc_id, side="right")) - 1]
+        return seg, doc_id - seg.info.doc_base
+
+    def external_ids(self, doc_ids: np.ndarray) -> list[str | None]:
+        """External ids for internal ids (None for the -1 padding)."""
+        out: list[str | None] = []
+        for d in np.asarray(doc_ids).ravel().tolist():
+            if d < 0:
+                out.append(None)
+            else:
+                seg, local = self._locate(d)
+                out.append(seg.external_id(local))
+        return out
+
+    @cached_property
+    def _id_lookup(self) -> dict[str, int]:
+        lookup = {}
+        for seg in self.segments:
+            offsets = np.asarray(seg.docid_offsets)
+            raw = bytes(seg.docid_bytes)
+            for local in range(seg.info.n_docs):
+                lookup[raw[offsets[local] : offsets[local + 1]].decode("utf-8")] = seg.info.doc_base + local
+        for d in self.deleted_ids.tolist():
+            ext = self.external_ids(np.array([d]))[0]
+            if lookup.get(ext) == d:
+                del lookup[ext]
+        return lookup
+
+    def internal_id(self, external_id: str) -> int | None:
+        """The live internal id of an external id, or None."""
+        return self._id_lookup.get(external_id)
+
+    def document_vector(self, doc_id: int) -> SparseBatch:
+        seg, local = self._locate(doc_id)
+        return seg.forward.slice(local, local + 1)
+
+    def __repr__(self) -> str:
+        return (f"Index({str(self.path)!r}, docs={self.n_live}, segments={len(self.segments)}, "
+                f"generation={self.manifest.generation})")
+
+
+def open_index(path: str | os.PathLike[str]) -> Index:
+    """Open the index at ``path`` (its current manifest generation)."""
+    return Index(path)

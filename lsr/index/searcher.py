@@ -1,0 +1,45 @@
+"""Searching an index snapshot: the kernel per segment, then one merged top-k in global ids."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lsr.errors import InvalidQueryError
+from lsr.index.reader import Index
+from lsr.kernels import check_k, resolve_backend, topk
+from lsr.types import Hits, SparseBatch
+
+__all__ = ["Searcher"]
+
+
+class Searcher:
+    """Exact top-k over all segments of one :class:`Index` snapshot. A :class:`~lsr.search.Retriever`
+    over pre-encoded vectors."""
+
+    def __init__(self, index: Index, backend: str = "auto"):
+        self.index = index
+        self.backend = resolve_backend(backend)
+        self._deleted = [index.deleted_mask(seg) for seg in index.segments]
+
+    def search(self, queries: SparseBatch, k: int) -> Hits:
+        k = check_k(k)
+        if not isinstance(queries, SparseBatch):
+            raise InvalidQueryError(f"queries must be a SparseBatch, got {type(queries).__name__}.")
+        if queries.dim != self.index.dim:
+            raise InvalidQueryError(
+                f"queries have dimension {queries.dim} but the index vocabulary has {self.index.dim} terms."
+            )
+        queries.validate()
+        parts = [
+            topk(seg.postings, queries, k, deleted, self.backend, id_base=seg.info.doc_base)
+            for seg, deleted in zip(self.index.segments, self._deleted, strict=True)
+        ]
+        if not parts:
+            return Hits.empty(queries.n, k)
+        return parts[0] if len(parts) == 1 else Hits.merge(parts, k)
+
+    def warm_up(self) -> None:
+        """Compile/load the kernel once (numba caches to disk, but the first call still loads it)."""
+        if self.index.segments:
+            one = SparseBatch(np.array([0, 1]), np.array([0]), np.array([1.0]), self.index.dim)
+            self.search(one, 1)

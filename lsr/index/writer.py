@@ -1,0 +1,283 @@
+"""Writing an index: buffered documents become immutable segments; a commit publishes them atomically.
+
+A new index is built in a hidden sibling directory and renamed into place at its first commit, so a
+failed or interrupted build leaves nothing at the target path. An existing index gets new segment
+directories and a new manifest; everything the manifest does not name is garbage and is removed when the
+next writer opens the index.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from lsr import __version__
+from lsr.errors import IndexFormatError, InvalidInputError, VocabularyMismatchError
+from lsr.index import format as fmt
+from lsr.index.reader import open_index
+from lsr.index.vocabulary import Vocabulary
+from lsr.types import SparseBatch
+
+__all__ = ["IndexWriter"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEGMENT_DOCS = 1_000_000
+
+
+class IndexWriter:
+    """Adds and deletes documents; nothing is visible to readers until :meth:`commit`.
+
+    Use as a context manager: leaving the block commits, an exception discards everything uncommitted
+    (and, for a new index, the whole directory)::
+
+        with IndexWriter.create("my_index", vocabulary, encoder_config) as writer:
+            writer.add(["d1", "d2"], vectors)
+    """
+
+    def __init__(self, path: Path, work_dir: Path, manifest: fmt.Manifest, is_new: bool,
+                 segment_docs: int = DEFAULT_SEGMENT_DOCS):
+        self.path = path
+        self._work_dir = work_dir
+        self._manifest = manifest
+        self._is_new = is_new
+        self._segment_docs = segment_docs
+        self._pending_ids: list[str] = []
+        self._pending_vectors: list[SparseBatch] = []
+        self._pending_count = 0
+        self._new_segments: list[fmt.SegmentInfo] = []
+        self._deleted: set[int] = set()
+        self._id_lookup: dict[str, int] = {}
+        self._lock = fmt.writer_lock(work_dir)
+        self._lock.__enter__()
+        self._closed = False
+        self._dirty = is_new  # a new index must be committed even before anything is added
+        if not is_new:
+            existing = open_index(path)
+            self._deleted = set(existing.deleted_ids.tolist())
+            self._id_lookup = dict(existing._id_lookup)
+            _remove_garbage(path, manifest)
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], vocabulary: Vocabulary, encoder: dict[str, Any] | None,
+               overwrite: bool = False, segment_docs: int = DEFAULT_SEGMENT_DOCS) -> IndexWriter:
+        """Start a new index at ``path`` (which must not exist unless ``overwrite``)."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise InvalidInputError(f"{path} already exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        work_dir = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+        work_dir.mkdir()
+        try:
+            vocab_file = work_dir / fmt.VOCAB
+            vocabulary.write(vocab_file)
+            manifest = fmt.Manifest(
+                dim=vocabulary.size,
+                vocabulary=vocabulary.identity(),
+                encoder=encoder,
+                files={fmt.VOCAB: fmt.file_record(vocab_file)},
+                created_by=f"lsr {__version__}",
+            )
+        except BaseException:
+            shutil.rmtree(work_dir, ignore_errors=True)
+            raise
+        return cls(path, work_dir, manifest, is_new=True, segment_docs=segment_docs)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], segment_docs: int = DEFAULT_SEGMENT_DOCS) -> IndexWriter:
+        """Append to (or delete from) an existing index."""
+        path = Path(path)
+        manifest = fmt.read_manifest(path)
+        return cls(path, path, manifest, is_new=False, segment_docs=segment_docs)
+
+    @property
+    def dim(self) -> int:
+        return self._manifest.dim
+
+    @property
+    def vocabulary_hash(self) -> str:
+        return self._manifest.vocabulary["sha256"]
+
+    # ------------------------------------------------------------------ changes
+    def add(self, ids: Sequence[str], vectors: SparseBatch) -> None:
+        """Buffer documents. An id that already exists replaces the earlier document."""
+        self._check_open()
+        if len(ids) != vectors.n:
+            raise InvalidInputError(f"got {len(ids)} ids for {vectors.n} vectors.")
+        if vectors.dim != self.dim:
+            raise VocabularyMismatchError(
+                f"vectors have dimension {vectors.dim} but the index vocabulary has {self.dim} terms."
+            )
+        vectors.validate()
+        for ext in ids:
+            if not isinstance(ext, str) or not ext:
+                raise InvalidInputError(f"document ids must be non-empty strings, got {ext!r}.")
+        next_id = self._manifest.n_docs + sum(s.n_docs for s in self._new_segments) + self._pending_count
+        for offset, ext in enumerate(ids):
+            previous = self._id_lookup.get(ext)
+            if previous is not None:
+                self._deleted.add(previous)
+            self._id_lookup[ext] = next_id + offset
+        self._pending_ids.extend(ids)
+        self._pending_vectors.append(vectors)
+        self._pending_count += vectors.n
+        self._dirty = True
+        if self._pending_count >= self._segment_docs:
+            self._flush()
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Tombstone documents by external id; returns how many existed."""
+        self._check_open()
+        found = 0
+        for ext in ids:
+            internal = self._id_lookup.pop(ext, None)
+            if internal is not None:
+                self._deleted.add(internal)
+                found += 1
+        self._dirty = self._dirty or found > 0
+        return found
+
+    # ------------------------------------------------------------------ commit
+    def commit(self) -> fmt.Manifest:
+        """Publish everything added and deleted so far as one new generation."""
+        self._check_open()
+        self._flush()
+        manifest = self._manifest
+        manifest.segments = manifest.segments + self._new_segments
+        if manifest.n_docs == 0:
+            raise InvalidInputError("nothing to index: no documents were added.")
+        manifest.generation += 1
+        if self._deleted or manifest.tombstones is not None:
+            manifest.tombstones = self._write_tombstones(manifest.generation)
+        fmt.write_manifest(self._work_dir, manifest)
+        self._new_segments = []
+        self._dirty = False
+        if self._is_new:
+            self._publish_new_index()
+        log.info("committed %s: generation %d, %d documents (%d deleted), %d segments", self.path,
+                 manifest.generation, manifest.n_docs, manifest.n_deleted, len(manifest.segments))
+        return manifest
+
+    def _publish_new_index(self) -> None:
+        # The work dir holds a complete index; swap it in. With --overwrite the old index is moved aside
+        # first and removed only once the new one is in place.
+        old = None
+        if self.path.exists():
+            old = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(self.path, old)
+        (self._work_dir / fmt.LOCK).unlink(missing_ok=True)
+        os.replace(self._work_dir, self.path)
+        fmt.fsync_dir(self.path.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self._work_dir = self.path
+        self._is_new = False
+        self._lock = fmt.writer_lock(self.path)
+        self._lock.__enter__()
+
+    def close(self, commit: bool = False) -> None:
+        if self._closed:
+            return
+        try:
+            if commit and self._dirty:
+                self.commit()
+        finally:
+            self._closed = True
+            self._lock.__exit__(None, None, None)
+            if self._is_new:
+                shutil.rmtree(self._work_dir, ignore_errors=True)
+            else:
+                _remove_garbage(self.path, fmt.read_manifest(self.path))
+
+    def __enter__(self) -> IndexWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(commit=exc_type is None)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise IndexFormatError("this IndexWriter is closed.")
+
+    # ------------------------------------------------------------------ segment files
+    def _flush(self) -> None:
+        if not self._pending_count:
+            return
+        vectors = SparseBatch.concat(self._pending_vectors)
+        info = self._write_segment(self._pending_ids, vectors)
+        self._new_segments.append(info)
+        self._pending_ids, self._pending_vectors, self._pending_count = [], [], 0
+
+    def _write_segment(self, ids: list[str], vectors: SparseBatch) -> fmt.SegmentInfo:
+        number = self._manifest.next_segment
+        self._manifest.next_segment += 1
+        name = fmt.segment_dir_name(number)
+        tmp_dir = self._work_dir / f"{name}.tmp"
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        tmp_dir.mkdir()
+        csc = sp.csc_matrix(vectors.to_scipy())  # documents x terms, column-major = postings
+        csc.sort_indices()
+        encoded_ids = [ext.encode("utf-8") for ext in ids]
+        docid_offsets = np.zeros(len(ids) + 1, np.int64)
+        np.cumsum([len(b) for b in encoded_ids], out=docid_offsets[1:])
+        arrays = {
+            "offsets": csc.indptr, "docs": csc.indices, "weights": csc.data,
+            "fwd_indptr": vectors.indptr, "fwd_indices": vectors.indices, "fwd_values": vectors.values,
+            "docid_offsets": docid_offsets,
+        }
+        files = {}
+        for key, (file_name, dtype) in fmt.SEGMENT_ARRAYS.items():
+            files[file_name] = _save_array(tmp_dir / file_name, np.ascontiguousarray(arrays[key], dtype=dtype))
+        files[fmt.DOCIDS_BYTES] = _save_bytes(tmp_dir / fmt.DOCIDS_BYTES, b"".join(encoded_ids))
+        fmt.fsync_dir(tmp_dir)
+        os.replace(tmp_dir, self._work_dir / name)
+        fmt.fsync_dir(self._work_dir)
+        base = self._manifest.n_docs + sum(s.n_docs for s in self._new_segments)
+        return fmt.SegmentInfo(name=name, n_docs=vectors.n, nnz=vectors.nnz, doc_base=base, files=files)
+
+    def _write_tombstones(self, generation: int) -> dict[str, Any]:
+        name = fmt.tombstone_file_name(generation)
+        ids = np.array(sorted(self._deleted), dtype=np.int64)
+        record = _save_array(self._work_dir / name, ids)
+        fmt.fsync_dir(self._work_dir)
+        return {"file": name, "count": len(ids), **record}
+
+
+def _save_array(path: Path, array: np.ndarray) -> dict[str, Any]:
+    with open(path, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return fmt.file_record(path)
+
+
+def _save_bytes(path: Path, data: bytes) -> dict[str, Any]:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return fmt.file_record(path)
+
+
+def _remove_garbage(index_dir: Path, manifest: fmt.Manifest) -> None:
+    """Delete files and segment directories that the current manifest does not name."""
+    keep = {fmt.MANIFEST, fmt.LOCK, *manifest.files, *(s.name for s in manifest.segments)}
+    if manifest.tombstones is not None:
+        keep.add(manifest.tombstones["file"])
+    for entry in index_dir.iterdir():
+        if entry.name in keep:
+            continue
+        log.debug("removing unreferenced %s", entry)
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)

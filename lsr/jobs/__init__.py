@@ -1,0 +1,1 @@
+"""Batch jobs: resumable corpus encoding and index building."""

@@ -1,0 +1,121 @@
+"""``lsr index``: build an index from encoded shards, from JsonVectorCollection vectors, or from a corpus.
+
+A corpus is first encoded into a resumable work folder (``<index>.encoding`` unless told otherwise), so an
+interrupted build restarts where encoding stopped; the work folder is removed once the index is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from lsr.errors import InvalidInputError
+from lsr.index import IndexWriter, Vocabulary
+from lsr.index.writer import DEFAULT_SEGMENT_DOCS
+from lsr.io.beir import find_corpus_file
+from lsr.io.jsonvectors import collect_tokens, iter_vector_batches, looks_like_vectors
+from lsr.io.shards import list_shards, read_shard
+from lsr.jobs.encode import JOB_FILE, encode_corpus, read_job, read_job_vocabulary
+
+__all__ = ["BuildResult", "build_index", "index_from_shards", "index_from_vectors", "detect_source"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildResult:
+    index_dir: Path
+    n_docs: int
+    seconds: float
+    encode_seconds: float = 0.0
+
+
+def detect_source(source: Path) -> str:
+    """``encoded`` (an lsr encode folder), ``vectors`` (JsonVectorCollection) or ``corpus``."""
+    if source.is_dir() and (source / JOB_FILE).exists():
+        return "encoded"
+    if source.is_dir() and any(source.glob("*.jsonl*")) and not any(source.glob("corpus.jsonl*")):
+        files = sorted(source.glob("*.jsonl*"))
+        return "vectors" if looks_like_vectors(files[0]) else "corpus"
+    corpus = find_corpus_file(source) if source.exists() else None
+    if corpus is None:
+        raise InvalidInputError(f"input {source} does not exist.")
+    return "vectors" if looks_like_vectors(corpus) else "corpus"
+
+
+def index_from_shards(encoded: Path, index_dir: Path, overwrite: bool = False,
+                      segment_docs: int = DEFAULT_SEGMENT_DOCS, show_progress: bool = True) -> BuildResult:
+    started = time.perf_counter()
+    job = read_job(encoded)
+    if not job.get("complete"):
+        raise InvalidInputError(f"{encoded} is an unfinished encode job; rerun lsr encode to complete it.")
+    shards = list_shards(encoded)
+    vocabulary = read_job_vocabulary(encoded)
+    with IndexWriter.create(index_dir, vocabulary, job["encoder"], overwrite, segment_docs) as writer:
+        for path in tqdm(shards, disable=not show_progress, desc="indexing", unit="shard"):
+            ids, vectors = read_shard(path)
+            writer.add(ids, vectors)
+        manifest = writer.commit()
+    return BuildResult(index_dir, manifest.n_docs, time.perf_counter() - started)
+
+
+def index_from_vectors(vectors_path: Path, index_dir: Path, model: str | None = None, overwrite: bool = False,
+                       segment_docs: int = DEFAULT_SEGMENT_DOCS, show_progress: bool = True) -> BuildResult:
+    """Index pre-encoded vectors. With ``model`` the tokens are that model's vocabulary (and queries can be
+    encoded by it later); without, the vocabulary is the collection's own tokens and queries must be given
+    as vectors."""
+    started = time.perf_counter()
+    files = sorted(vectors_path.glob("*.jsonl*")) if vectors_path.is_dir() else [vectors_path]
+    encoder_config: dict[str, Any] | None = None
+    if model is not None:
+        from lsr.encoders import load_encoder
+
+        encoder = load_encoder(model)
+        vocabulary, encoder_config = encoder.vocabulary, encoder.config()
+    else:
+        tokens = sorted({tok for f in files for tok in collect_tokens(f)})
+        if not tokens:
+            raise InvalidInputError(f"{vectors_path} holds no vectors with terms.")
+        vocabulary = Vocabulary.from_tokens(tokens, source="collection")
+    token_ids = vocabulary.token_ids()
+    with IndexWriter.create(index_dir, vocabulary, encoder_config, overwrite, segment_docs) as writer:
+        for path in files:
+            for ids, batch in tqdm(iter_vector_batches(path, token_ids, vocabulary.size),
+                                   disable=not show_progress, desc=f"indexing {path.name}", unit="batch"):
+                writer.add(ids, batch)
+        manifest = writer.commit()
+    return BuildResult(index_dir, manifest.n_docs, time.perf_counter() - started)
+
+
+def build_index(source: str | os.PathLike[str], index_dir: str | os.PathLike[str], model: str | None = None,
+                overwrite: bool = False, work_dir: str | os.PathLike[str] | None = None,
+                shard_size: int = 1000, segment_docs: int = DEFAULT_SEGMENT_DOCS,
+                encoder_options: dict[str, Any] | None = None, show_progress: bool = True) -> BuildResult:
+    """Index whatever ``source`` is (see :func:`detect_source`)."""
+    source, index_dir = Path(source), Path(index_dir)
+    if index_dir.exists() and not overwrite:
+        raise InvalidInputError(f"{index_dir} already exists; pass --overwrite to replace it.")
+    kind = detect_source(source)
+    log.info("indexing %s (%s) into %s", source, kind, index_dir)
+    if kind == "encoded":
+        return index_from_shards(source, index_dir, overwrite, segment_docs, show_progress)
+    if kind == "vectors":
+        return index_from_vectors(source, index_dir, model, overwrite, segment_docs, show_progress)
+    from lsr.encoders import load_encoder
+    from lsr.models import DEFAULT_MODEL
+
+    encoder = load_encoder(model or DEFAULT_MODEL, **(encoder_options or {}))
+    work = Path(work_dir) if work_dir else index_dir.with_name(index_dir.name + ".encoding")
+    encoded = encode_corpus(source, work, encoder, shard_size, show_progress)
+    result = index_from_shards(work, index_dir, overwrite, segment_docs, show_progress)
+    if work_dir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    result.encode_seconds = encoded.seconds
+    return result

@@ -1,0 +1,123 @@
+"""numba backend: exhaustive term-at-a-time scoring with a bounded heap per query.
+
+Parallel over queries (``prange`` over chunks of queries, one accumulator per chunk), never over the
+postings of one query, so no two threads write to the same accumulator.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["taat_topk"]
+
+
+@njit(inline="always")
+def _worse(s_a, d_a, s_b, d_b):
+    """True if hit (s_a, d_a) ranks below (s_b, d_b): lower score, or equal score and larger id."""
+    return s_a < s_b or (s_a == s_b and d_a > d_b)
+
+
+@njit(inline="always")
+def _sift_down(heap_s, heap_d, size, pos):
+    # min-heap on rank: the root is the worst hit kept so far
+    while True:
+        left = 2 * pos + 1
+        if left >= size:
+            return
+        child = left
+        right = left + 1
+        if right < size and _worse(heap_s[right], heap_d[right], heap_s[left], heap_d[left]):
+            child = right
+        if _worse(heap_s[child], heap_d[child], heap_s[pos], heap_d[pos]):
+            heap_s[pos], heap_s[child] = heap_s[child], heap_s[pos]
+            heap_d[pos], heap_d[child] = heap_d[child], heap_d[pos]
+            pos = child
+        else:
+            return
+
+
+@njit(inline="always")
+def _sift_up(heap_s, heap_d, pos):
+    while pos > 0:
+        parent = (pos - 1) // 2
+        if _worse(heap_s[pos], heap_d[pos], heap_s[parent], heap_d[parent]):
+            heap_s[pos], heap_s[parent] = heap_s[parent], heap_s[pos]
+            heap_d[pos], heap_d[parent] = heap_d[parent], heap_d[pos]
+            pos = parent
+        else:
+            return
+
+
+@njit(nogil=True, cache=True)
+def heap_offer(heap_s, heap_d, size, k, score, doc):
+    """Offer a hit to a heap of capacity k holding ``size`` hits; returns the new size."""
+    if size < k:
+        heap_s[size] = score
+        heap_d[size] = doc
+        _sift_up(heap_s, heap_d, size)
+        return size + 1
+    if _worse(heap_s[0], heap_d[0], score, doc):
+        heap_s[0] = score
+        heap_d[0] = doc
+        _sift_down(heap_s, heap_d, size, 0)
+    return size
+
+
+@njit(nogil=True, cache=True)
+def heap_drain(heap_s, heap_d, size, out_ids, out_scores, row, id_base):
+    """Write the heap's hits best-first into row ``row`` of the outputs (the rest stays padded)."""
+    while size > 0:
+        size -= 1
+        out_scores[row, size] = heap_s[0]
+        out_ids[row, size] = heap_d[0] + id_base
+        heap_s[0] = heap_s[size]
+        heap_d[0] = heap_d[size]
+        _sift_down(heap_s, heap_d, size, 0)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _taat(offsets, docs, weights, q_indptr, q_indices, q_values, n_docs, k, deleted, n_chunks,
+          id_base, out_ids, out_scores):
+    n_queries = len(q_indptr) - 1
+    n_terms = len(offsets) - 1
+    has_deleted = len(deleted) > 0
+    for chunk in prange(n_chunks):
+        acc = np.zeros(n_docs, np.float32)
+        seen = np.zeros(n_docs, np.uint8)
+        touched = np.empty(n_docs, np.int32)
+        heap_s = np.empty(k, np.float32)
+        heap_d = np.empty(k, np.int64)
+        for q in range(chunk, n_queries, n_chunks):
+            n_touched = 0
+            for j in range(q_indptr[q], q_indptr[q + 1]):
+                term = q_indices[j]
+                if term >= n_terms:
+                    continue
+                w = q_values[j]
+                for p in range(offsets[term], offsets[term + 1]):
+                    d = docs[p]
+                    if seen[d] == 0:
+                        seen[d] = 1
+                        touched[n_touched] = d
+                        n_touched += 1
+                    acc[d] += w * np.float32(weights[p])
+            size = 0
+            for i in range(n_touched):
+                d = touched[i]
+                s = acc[d]
+                acc[d] = 0.0
+                seen[d] = 0
+                if s > 0 and not (has_deleted and deleted[d] != 0):
+                    size = heap_offer(heap_s, heap_d, size, k, s, d)
+            heap_drain(heap_s, heap_d, size, out_ids, out_scores, q, id_base)
+
+
+def taat_topk(offsets, docs, weights, q_indptr, q_indices, q_values, n_docs, k, deleted,
+              out_ids, out_scores, id_base=0):
+    """Fill ``out_ids``/``out_scores`` (preset to -1/-inf) with each query's exact top-k."""
+    n_queries = len(q_indptr) - 1
+    n_chunks = max(1, min(n_queries, numba.get_num_threads()))
+    _taat(offsets, docs, weights, q_indptr, q_indices, q_values, n_docs, k, deleted, n_chunks,
+          id_base, out_ids, out_scores)

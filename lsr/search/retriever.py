@@ -1,0 +1,78 @@
+"""The sparse retriever: encode query texts with the index's encoder, then exact top-k over the index."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from lsr.encoders.base import SparseEncoder
+from lsr.errors import InvalidQueryError
+from lsr.index import Index, Searcher, check_same_vocabulary, open_index
+from lsr.types import Hits, SparseBatch
+
+__all__ = ["Retriever", "SparseRetriever"]
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    def search(self, queries: Sequence[str] | SparseBatch, k: int) -> Hits: ...
+
+
+class SparseRetriever:
+    """Texts (or pre-encoded SparseBatch queries) -> exact top-k over one index snapshot.
+
+    The encoder defaults to the one recorded in the index manifest; an explicitly given encoder must share
+    the index's vocabulary. ``timings`` holds the seconds spent per stage in the last call.
+    """
+
+    def __init__(self, index: Index | str | os.PathLike[str], encoder: SparseEncoder | None = None,
+                 backend: str = "auto"):
+        self.index = index if isinstance(index, Index) else open_index(index)
+        self.searcher = Searcher(self.index, backend)
+        self._encoder = encoder
+        if encoder is not None:
+            self._check_encoder(encoder)
+        self.timings: dict[str, float] = {}
+
+    @property
+    def encoder(self) -> SparseEncoder:
+        if self._encoder is None:
+            config = self.index.encoder_config
+            if config is None:
+                raise InvalidQueryError(
+                    f"index {self.index.path} was built from pre-encoded vectors without a model; "
+                    "pass query vectors, or an encoder over the same vocabulary."
+                )
+            from lsr.encoders import load_encoder
+
+            encoder = load_encoder(config)
+            self._check_encoder(encoder)
+            self._encoder = encoder
+        return self._encoder
+
+    def _check_encoder(self, encoder: SparseEncoder) -> None:
+        check_same_vocabulary(self.index.manifest.vocabulary, encoder.vocabulary.sha256, encoder.vocabulary.source)
+
+    def encode(self, texts: Sequence[str], show_progress: bool = False) -> SparseBatch:
+        if isinstance(texts, str):
+            raise InvalidQueryError("queries must be a list of texts; wrap a single query in a list.")
+        for text in texts:
+            if not isinstance(text, str) or not text.strip():
+                raise InvalidQueryError(f"query texts must be non-empty strings, got {text!r}.")
+        return self.encoder.encode_queries(list(texts), show_progress=show_progress)
+
+    def search(self, queries: Sequence[str] | SparseBatch, k: int, show_progress: bool = False) -> Hits:
+        self.timings = {}
+        if not isinstance(queries, SparseBatch):
+            started = time.perf_counter()
+            queries = self.encode(queries, show_progress)
+            self.timings["encode"] = time.perf_counter() - started
+        started = time.perf_counter()
+        hits = self.searcher.search(queries, k)
+        self.timings["search"] = time.perf_counter() - started
+        return hits
