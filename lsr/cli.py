@@ -31,7 +31,8 @@ def _encoder_options(args: argparse.Namespace) -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lsr", description="Learned sparse retrieval: encode, index, search, evaluate.")
+    parser = argparse.ArgumentParser(prog="lsr",
+                                     description="Learned sparse retrieval: encode, index, search, evaluate.")
     parser.add_argument("--version", action="version", version=f"lsr {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")

@@ -103,4 +103,4 @@ def test_merge_equals_sorting_the_union(parts_spec, k):
         parts.append(part)
     merged = Hits.merge(parts, k).validate()
     expected = sorted(best.items(), key=lambda x: (-x[1], x[0]))[:k]
-    assert list(zip(*merged.row(0))) == [(d, np.float32(s)) for d, s in expected]
+    assert list(zip(*merged.row(0), strict=True)) == [(d, np.float32(s)) for d, s in expected]

@@ -19,7 +19,9 @@ def parse_measures(names: Sequence[str]) -> list:
         try:
             measures.append(ir_measures.parse_measure(name))
         except (ValueError, NameError, SyntaxError, TypeError):
-            raise InvalidInputError(f"unknown measure {name!r}; use ir_measures syntax such as nDCG@10 or R@100.") from None
+            raise InvalidInputError(
+                f"unknown measure {name!r}; use ir_measures syntax such as nDCG@10 or R@100."
+            ) from None
     return measures
 
 

@@ -86,15 +86,15 @@ def encode_corpus(corpus: str | os.PathLike[str], out_dir: str | os.PathLike[str
     corpus_file = find_corpus_file(Path(corpus))
     out = Path(out_dir)
     spec = _job_spec(corpus_file, encoder, shard_size)
+    total = count_lines(corpus_file)  # before anything is written: an empty corpus leaves no trace
+    if total == 0:
+        raise InvalidInputError(f"{corpus_file} holds no documents.")
     done = _prepare(out, spec, encoder.vocabulary)
     if done is not None:
         return done
     started = time.perf_counter()
     existing = list_shards(out)
     skip = len(existing) * shard_size
-    total = count_lines(corpus_file)
-    if total == 0:
-        raise InvalidInputError(f"{corpus_file} holds no documents.")
     if skip:
         log.info("resuming %s: %d shards (%d documents) already encoded", out, len(existing), skip)
     documents = islice(iter_corpus(corpus_file), skip, None)

@@ -11,7 +11,6 @@ import torch
 
 from lsr.encoders.splade import SpladeEncoder
 from lsr.errors import InvalidInputError, ModelNotFoundError
-
 from tests.conftest import SCIFACT
 
 TEXTS = ["the cell protein", "blood pressure and heart disease risk in humans", "dna", "",

@@ -1,0 +1,103 @@
+"""``lsr encode``: shards, resumption after kill -9 of a real process, and refusal to mix jobs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orjson
+import pytest
+
+from lsr.errors import InvalidInputError, JobStateError
+from lsr.io.beir import iter_corpus
+from lsr.io.shards import list_shards, read_shard
+from lsr.jobs.encode import encode_corpus
+from lsr.types import SparseBatch
+from tests.conftest import write_corpus
+
+
+def read_all(folder):
+    ids, parts = [], []
+    for path in list_shards(folder):
+        shard_ids, vectors = read_shard(path)
+        ids += shard_ids
+        parts.append(vectors)
+    return ids, SparseBatch.concat(parts)
+
+
+def test_encode_writes_every_document_once(tmp_path, tiny_encoder):
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 25)
+    result = encode_corpus(corpus, tmp_path / "out", tiny_encoder, shard_size=10, show_progress=False)
+    assert (result.n_docs, result.n_shards) == (25, 3)
+    ids, vectors = read_all(tmp_path / "out")
+    docs = list(iter_corpus(corpus))
+    assert ids == [d.id for d in docs]
+    expected = tiny_encoder.encode_documents([d.full_text for d in docs])
+    np.testing.assert_allclose(vectors.to_scipy().toarray(), expected.to_scipy().toarray(), rtol=1e-5, atol=1e-6)
+    again = encode_corpus(corpus, tmp_path / "out", tiny_encoder, shard_size=10, show_progress=False)
+    assert again.n_docs == 25 and again.seconds == 0.0  # finished jobs are not redone
+
+
+def test_other_settings_in_the_same_folder_are_refused(tmp_path, tiny_encoder):
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 5)
+    encode_corpus(corpus, tmp_path / "out", tiny_encoder, shard_size=2, show_progress=False)
+    with pytest.raises(JobStateError, match="shard_size"):
+        encode_corpus(corpus, tmp_path / "out", tiny_encoder, shard_size=3, show_progress=False)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("x")
+    with pytest.raises(JobStateError, match="not empty"):
+        encode_corpus(corpus, tmp_path / "other", tiny_encoder, show_progress=False)
+
+
+def test_empty_corpus_is_refused_and_leaves_nothing(tmp_path, tiny_encoder):
+    (tmp_path / "corpus.jsonl").write_text("\n")
+    with pytest.raises(InvalidInputError, match="no documents"):
+        encode_corpus(tmp_path / "corpus.jsonl", tmp_path / "out", tiny_encoder, show_progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def _encode_cmd(corpus, out, model):
+    return [sys.executable, "-m", "lsr.cli", "-q", "encode", str(corpus), str(out), "--model", str(model),
+            "--shard-size", "7", "--max-length", "64", "--threads", "1"]
+
+
+@pytest.mark.parametrize("kill_after_shards", [1, 4])
+def test_resumes_after_kill_9(tmp_path, tiny_model, tiny_encoder, kill_after_shards):
+    """Kill a real `lsr encode` process with SIGKILL mid-run, rerun it: every document exactly once, and the
+    same vectors as an uninterrupted run."""
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 3000, seed=kill_after_shards)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_encode_cmd(corpus, out, tiny_model), stderr=subprocess.DEVNULL)
+    target = out / f"shard-{kill_after_shards:06d}.npz"
+    deadline = time.monotonic() + 120
+    while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not orjson.loads((out / "job.json").read_bytes())["complete"], "the job finished before the kill"
+    n_before = len(list_shards(out))
+    assert 0 < n_before < 3000 // 7
+
+    rerun = subprocess.run(_encode_cmd(corpus, out, tiny_model), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{n_before * 7} were already done" in rerun.stdout
+    ids, vectors = read_all(out)
+    docs = list(iter_corpus(corpus))
+    assert ids == [d.id for d in docs]  # every document, once, in corpus order
+    expected_ids, expected = read_all(_uninterrupted(tmp_path, corpus, tiny_model))
+    assert ids == expected_ids
+    np.testing.assert_array_equal(vectors.indptr, expected.indptr)
+    np.testing.assert_array_equal(vectors.indices, expected.indices)
+    np.testing.assert_allclose(vectors.values, expected.values, rtol=1e-6)
+    assert not list(out.glob("*.tmp"))
+
+
+def _uninterrupted(tmp_path, corpus, model):
+    out = tmp_path / "reference"
+    subprocess.run(_encode_cmd(corpus, out, model), check=True, capture_output=True)
+    return out
