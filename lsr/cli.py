@@ -26,6 +26,37 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads [all cores]")
 
 
+def _add_storage_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", choices=["float32", "uint8", "uint16"], default="float32",
+                   help="stored impact type; integers store round(weight x scale) [float32]")
+    p.add_argument("--scale", type=float, default=None,
+                   help="quantisation scale (100 is Anserini's convention) [largest weight -> type maximum]")
+    p.add_argument("--block-size", type=int, default=32, help="documents per block-max block [32]")
+
+
+def _storage_options(args: argparse.Namespace) -> dict:
+    return {"weight_dtype": args.weights, "scale": args.scale, "block_size": args.block_size}
+
+
+def _add_search_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="auto", help="kernel backend: auto, c, numba, numpy [auto]")
+    p.add_argument("--algorithm", default="auto", choices=["auto", "exhaustive", "blockmax"],
+                   help="exact algorithm [auto: blockmax when the index has block maxima]")
+    p.add_argument("--alpha", type=float, default=1.0,
+                   help="approximate: skip a block unless alpha x its bound reaches the k-th score [1 = exact]")
+    p.add_argument("--query-cut", type=int, default=None,
+                   help="approximate: keep only each query's heaviest N terms [all]")
+    p.add_argument("--search-threads", type=int, default=None, help="threads for a batch of queries [all cores]")
+
+
+def _search_options(args: argparse.Namespace) -> dict:
+    if args.search_threads is not None:
+        from lsr.kernels import set_threads
+
+        set_threads(args.search_threads)
+    return {"algorithm": args.algorithm, "alpha": args.alpha, "query_cut": args.query_cut}
+
+
 def _encoder_options(args: argparse.Namespace) -> dict:
     return {"max_length": args.max_length, "batch_size": args.batch_size, "threads": args.threads}
 
@@ -51,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing index (atomically)")
     p.add_argument("--work-dir", type=Path, default=None, help="where a corpus is encoded first [INDEX.encoding]")
     p.add_argument("--shard-size", type=int, default=1000, help="documents per encoded shard [1000]")
+    _add_storage_options(p)
     _add_encoder_options(p)
     p.set_defaults(func=cmd_index)
 
@@ -58,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("index", type=Path)
     p.add_argument("queries", nargs="+", help="one or more query texts")
     p.add_argument("-k", type=int, default=10, help="hits per query [10]")
-    p.add_argument("--backend", default="auto", help="kernel backend: auto, numba, numpy [auto]")
+    _add_search_options(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_search)
 
@@ -71,9 +103,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--qrels", type=Path, default=None, help="qrels file (with --index)")
     p.add_argument("-k", type=int, default=1000, help="run depth [1000]")
     p.add_argument("--measures", nargs="+", default=None, help="ir_measures names [nDCG@10 R@100 RR@10]")
-    p.add_argument("--backend", default="auto", help="kernel backend [auto]")
+    _add_search_options(p)
     p.add_argument("--rebuild", action="store_true", help="re-encode and re-index even if an index exists")
     p.add_argument("--check-exact", action="store_true", help="also score by brute force and compare")
+    _add_storage_options(p)
     _add_encoder_options(p)
     p.set_defaults(func=cmd_eval)
 
@@ -110,7 +143,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     result = build_index(args.source, args.index, model=args.model, overwrite=args.overwrite,
                          work_dir=args.work_dir, shard_size=args.shard_size,
-                         encoder_options=_encoder_options(args), show_progress=not args.quiet)
+                         encoder_options=_encoder_options(args), show_progress=not args.quiet,
+                         storage=_storage_options(args))
     print(f"indexed {result.n_docs} documents into {args.index} in {result.seconds:.1f}s"
           + (f" (encoding took {result.encode_seconds:.1f}s)" if result.encode_seconds else "")
           + f"; size {_human_size(_dir_size(args.index))}")
@@ -121,7 +155,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from lsr.search import SparseRetriever
 
     retriever = SparseRetriever(args.index, backend=args.backend)
-    hits = retriever.search(args.queries, args.k)
+    hits = retriever.search(args.queries, args.k, **_search_options(args))
     results = []
     for i, text in enumerate(args.queries):
         ids, scores = hits.row(i)
@@ -156,7 +190,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         queries = split_queries(read_queries(args.queries), qrels)
         out = args.out or args.index.with_name(args.index.name + "-eval")
         report = evaluate_index(args.index, queries, qrels, out, args.k, measures, args.backend,
-                                args.check_exact, show_progress=not args.quiet)
+                                args.check_exact, show_progress=not args.quiet,
+                                search_options=_search_options(args))
     else:
         if args.dataset is None:
             raise _usage("eval needs a dataset (e.g. scifact) or --index.")
@@ -165,7 +200,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out = args.out or Path("runs") / f"{name}-{Path(model).name}"
         report = evaluate_beir(args.dataset, out, args.split, model, args.k, measures, args.backend,
                                args.rebuild, args.check_exact, _encoder_options(args),
-                               show_progress=not args.quiet)
+                               show_progress=not args.quiet, search_options=_search_options(args),
+                               storage=_storage_options(args))
     _print_report(report, out)
     return 0
 
@@ -194,7 +230,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         "path": str(index.path), "format_version": m.format_version, "generation": m.generation,
         "documents": index.n_live, "deleted": len(index.deleted_ids), "segments": len(m.segments),
         "postings": sum(s.nnz for s in m.segments), "dim": m.dim, "vocabulary": m.vocabulary,
-        "encoder": m.encoder, "weights": m.weights, "size_bytes": _dir_size(index.path),
+        "encoder": m.encoder, "weights": m.weights, "block_size": m.block_size,
+        "size_bytes": _dir_size(index.path), "size": _human_size(_dir_size(index.path)),
     }
     sys.stdout.write(orjson.dumps(info, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0

@@ -135,3 +135,35 @@ def test_vectors_over_a_model_vocabulary(capsys, tmp_path, tiny_model, tiny_enco
 def test_console_script_runs():
     proc = subprocess.run([sys.executable, "-m", "lsr.cli", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("lsr ")
+
+
+@pytest.fixture(scope="module")
+def quantised(built, tiny_model):
+    assert main(["-q", "index", str(built / "corpus.jsonl"), str(built / "q8"), "--model", str(tiny_model),
+                 "--weights", "uint8", "--block-size", "4"]) == 0
+    return built / "q8"
+
+
+def test_quantised_index_reports_its_storage(quantised, capsys):
+    code, out, _ = run(capsys, "info", quantised)
+    info = json.loads(out)
+    assert info["weights"]["dtype"] == "uint8" and info["weights"]["scale"] > 0 and info["block_size"] == 4
+    assert info["size_bytes"] > 0
+
+
+@pytest.mark.parametrize("options", [["--algorithm", "exhaustive"], ["--algorithm", "blockmax"],
+                                     ["--backend", "numpy", "--algorithm", "exhaustive"], ["--search-threads", "1"]])
+def test_exact_search_options_agree(quantised, capsys, options):
+    _, reference, _ = run(capsys, "search", quantised, "cell protein", "virus", "-k", "5", "--json")
+    code, out, err = run(capsys, "search", quantised, "cell protein", "virus", "-k", "5", "--json", *options)
+    assert code == 0, err
+    assert json.loads(out)["results"] == json.loads(reference)["results"]
+
+
+def test_approximate_options_and_bad_values(quantised, capsys):
+    code, out, _ = run(capsys, "search", quantised, "cell protein", "-k", "5", "--alpha", "0.5", "--query-cut", "2")
+    assert code == 0 and out.strip()
+    for bad, message in ((["--alpha", "0"], "alpha"), (["--query-cut", "0"], "query_cut"),
+                         (["--backend", "numpy", "--algorithm", "blockmax"], "numpy backend")):
+        code, _, err = run(capsys, "search", quantised, "cell", *bad)
+        assert code == 1 and one_line(err) and message in err

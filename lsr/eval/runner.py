@@ -47,7 +47,8 @@ def run_from_hits(index: Index, query_ids: Sequence[str], hits: Hits) -> dict[st
 def evaluate_index(index_dir: str | os.PathLike[str], queries: dict[str, str], qrels: dict[str, dict[str, int]],
                    out_dir: str | os.PathLike[str], k: int = 1000, measures: Sequence[str] = DEFAULT_MEASURES,
                    backend: str = "auto", check_exact: bool = False, run_name: str = "run",
-                   extra: dict[str, Any] | None = None, show_progress: bool = True) -> dict[str, Any]:
+                   extra: dict[str, Any] | None = None, show_progress: bool = True,
+                   search_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Search ``queries`` on an existing index, write ``<run_name>.trec`` and ``report.json`` into out_dir."""
     from lsr.search import SparseRetriever
 
@@ -62,7 +63,8 @@ def evaluate_index(index_dir: str | os.PathLike[str], queries: dict[str, str], q
     encode_seconds = time.perf_counter() - started
     retriever.searcher.warm_up()
     started = time.perf_counter()
-    hits = retriever.search(query_vectors, k)
+    search_options = search_options or {}
+    hits = retriever.search(query_vectors, k, **search_options)
     search_seconds = time.perf_counter() - started
     run = run_from_hits(retriever.index, query_ids, hits)
     run_file = out / f"{run_name}.trec"
@@ -72,7 +74,9 @@ def evaluate_index(index_dir: str | os.PathLike[str], queries: dict[str, str], q
         **(extra or {}),
         "index": str(Path(index_dir).resolve()),
         "encoder": retriever.index.encoder_config,
-        "config": {"k": k, "backend": retriever.searcher.backend, "measures": list(measures)},
+        "config": {"k": k, "backend": retriever.searcher.backend, "measures": list(measures), **search_options},
+        "index_storage": {"weights": retriever.index.manifest.weights,
+                          "block_size": retriever.index.manifest.block_size},
         "n_docs": retriever.index.n_live,
         "n_queries": len(query_ids),
         "metrics": metrics,
@@ -100,7 +104,9 @@ def evaluate_index(index_dir: str | os.PathLike[str], queries: dict[str, str], q
 def evaluate_beir(dataset: str | os.PathLike[str], out_dir: str | os.PathLike[str], split: str = "test",
                   model: str = "splade-tiny", k: int = 1000, measures: Sequence[str] = DEFAULT_MEASURES,
                   backend: str = "auto", rebuild: bool = False, check_exact: bool = False,
-                  encoder_options: dict[str, Any] | None = None, show_progress: bool = True) -> dict[str, Any]:
+                  encoder_options: dict[str, Any] | None = None, show_progress: bool = True,
+                  search_options: dict[str, Any] | None = None,
+                  storage: dict[str, Any] | None = None) -> dict[str, Any]:
     """Encode and index a BEIR folder's corpus into ``out_dir`` (reused when it is already there and was
     built with the same model), then evaluate ``split``."""
     from lsr.jobs.build import build_index
@@ -113,24 +119,31 @@ def evaluate_beir(dataset: str | os.PathLike[str], out_dir: str | os.PathLike[st
     queries = split_queries(read_queries(folder), qrels)
     index_dir = out / "index"
     timings: dict[str, float] = {}
-    if rebuild or not _reusable(index_dir, model):
+    if rebuild or not _reusable(index_dir, model, storage):
         result = build_index(folder, index_dir, model=model, overwrite=True, work_dir=out / "encoded",
-                             encoder_options=encoder_options, show_progress=show_progress)
+                             encoder_options=encoder_options, show_progress=show_progress, storage=storage)
         timings = {"encode_docs_s": result.encode_seconds, "index_s": result.seconds,
                    "encode_docs_per_s": result.n_docs / result.encode_seconds if result.encode_seconds else None}
     else:
         log.info("reusing the index in %s (pass --rebuild to rebuild it)", index_dir)
     extra = {"dataset": str(folder), "split": split, "timings": timings}
     return evaluate_index(index_dir, queries, qrels, out, k, measures, backend, check_exact,
-                          run_name=f"run.{split}", extra=extra, show_progress=show_progress)
+                          run_name=f"run.{split}", extra=extra, show_progress=show_progress,
+                          search_options=search_options)
 
 
-def _reusable(index_dir: Path, model: str) -> bool:
+def _reusable(index_dir: Path, model: str, storage: dict[str, Any] | None) -> bool:
+    """An existing index can be reused when it was built with the same model and storage options."""
     try:
         index = open_index(index_dir)
     except (OSError, ValueError):
         return False
-    return (index.encoder_config or {}).get("model") == model
+    storage = storage or {}
+    manifest = index.manifest
+    same_storage = (manifest.weights["dtype"] == storage.get("weight_dtype", "float32")
+                    and (storage.get("scale") is None or manifest.weights["scale"] == storage["scale"])
+                    and manifest.block_size == storage.get("block_size", manifest.block_size))
+    return (index.encoder_config or {}).get("model") == model and same_storage
 
 
 def _avg_nnz(batch: SparseBatch) -> float:

@@ -9,10 +9,14 @@ Layout::
       seg-<n>/                 immutable once committed
         postings.offsets.npy   int64 (dim + 1): term t's postings are [offsets[t], offsets[t+1])
         postings.docs.npy      int32 local doc ids, ascending within a term
-        postings.weights.npy   float32 impacts
+        postings.weights.npy   impacts: float32, or uint8/uint16 with weight = stored / scale (manifest)
+        blocks.offsets.npy     int64 (dim + 1): term t's block entries are [offsets[t], offsets[t+1])  (v2)
+        blocks.ids.npy         int32 block id (= doc id // block_size), ascending within a term        (v2)
+        blocks.maxima.npy      the term's largest stored weight in the block (postings' dtype)         (v2)
+        blocks.starts.npy      int64 position of the block's first posting of the term                 (v2)
         forward.indptr.npy     int64 (n_docs + 1)  document vectors (CSR), for PRF and explanations
         forward.indices.npy    int32 term ids
-        forward.values.npy     float32 weights
+        forward.values.npy     stored weights (postings' dtype)
         docids.offsets.npy     int64 (n_docs + 1) byte offsets into docids.utf8
         docids.utf8            external ids, UTF-8, concatenated
 
@@ -20,6 +24,9 @@ A commit writes new files under temporary names, fsyncs them, renames them into 
 directory, and only then replaces ``manifest.json`` (write ``manifest.json.tmp``, fsync, ``os.replace``,
 fsync the directory). A crash at any point leaves the previous manifest, which names only complete files.
 Files no manifest names are garbage from an interrupted writer and are removed by the next writer.
+
+Versions: 1 had float32 weights and no block maxima; 2 adds quantised impacts and ``blocks.*``. This lsr
+reads both (a version-1 segment is searched exhaustively) and writes version 2.
 """
 
 from __future__ import annotations
@@ -41,6 +48,10 @@ __all__ = [
     "MANIFEST",
     "VOCAB",
     "SEGMENT_ARRAYS",
+    "BLOCK_ARRAYS",
+    "WEIGHTS",
+    "DEFAULT_BLOCK_SIZE",
+    "READABLE_VERSIONS",
     "DOCIDS_BYTES",
     "Manifest",
     "SegmentInfo",
@@ -58,21 +69,30 @@ __all__ = [
 ]
 
 FORMAT_NAME = "lsr-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 VOCAB = "vocab.json"
 LOCK = "write.lock"
 DOCIDS_BYTES = "docids.utf8"
+WEIGHTS = "weights"  # stands for the manifest's weight dtype in the tables below
 # array name -> (file name, dtype). Shapes are checked by the segment reader.
 SEGMENT_ARRAYS: dict[str, tuple[str, str]] = {
     "offsets": ("postings.offsets.npy", "int64"),
     "docs": ("postings.docs.npy", "int32"),
-    "weights": ("postings.weights.npy", "float32"),
+    "weights": ("postings.weights.npy", WEIGHTS),
     "fwd_indptr": ("forward.indptr.npy", "int64"),
     "fwd_indices": ("forward.indices.npy", "int32"),
-    "fwd_values": ("forward.values.npy", "float32"),
+    "fwd_values": ("forward.values.npy", WEIGHTS),
     "docid_offsets": ("docids.offsets.npy", "int64"),
 }
+BLOCK_ARRAYS: dict[str, tuple[str, str]] = {
+    "block_offsets": ("blocks.offsets.npy", "int64"),
+    "block_ids": ("blocks.ids.npy", "int32"),
+    "block_maxima": ("blocks.maxima.npy", WEIGHTS),
+    "block_starts": ("blocks.starts.npy", "int64"),
+}
+DEFAULT_BLOCK_SIZE = 32
 # Files up to this size have their checksum verified every time an index is opened.
 VERIFY_AT_OPEN_BYTES = 4 << 20
 
@@ -105,7 +125,8 @@ class Manifest:
     dim: int
     vocabulary: dict[str, Any]  # {"size", "sha256", "source"}
     encoder: dict[str, Any] | None  # how queries must be encoded (None: vectors supplied by the user)
-    weights: dict[str, Any] = field(default_factory=lambda: {"dtype": "float32", "scale": None})
+    weights: dict[str, Any] = field(default_factory=lambda: {"dtype": "float32", "scale": 1.0})
+    block_size: int | None = DEFAULT_BLOCK_SIZE
     segments: list[SegmentInfo] = field(default_factory=list)
     generation: int = 0
     next_segment: int = 1
@@ -133,6 +154,7 @@ class Manifest:
             "vocabulary": self.vocabulary,
             "encoder": self.encoder,
             "weights": self.weights,
+            "block_size": self.block_size,
             "n_docs": self.n_docs,
             "n_deleted": self.n_deleted,
             "next_segment": self.next_segment,
@@ -146,16 +168,18 @@ class Manifest:
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise IndexFormatError(f"{where} is not an lsr index manifest.")
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise IndexFormatError(
-                f"{where} has index format version {version}; this lsr reads version {FORMAT_VERSION}."
+                f"{where} has index format version {version}; this lsr reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}."
             )
         try:
             manifest = cls(
                 dim=int(data["dim"]),
                 vocabulary=dict(data["vocabulary"]),
                 encoder=data["encoder"],
-                weights=dict(data["weights"]),
+                weights=_weights_of(data["weights"]),
+                block_size=data.get("block_size"),
                 segments=[SegmentInfo(**s) for s in data["segments"]],
                 generation=int(data["generation"]),
                 next_segment=int(data["next_segment"]),
@@ -174,6 +198,16 @@ class Manifest:
                 raise IndexFormatError(f"{where}: segment {seg.name} starts at {seg.doc_base}, expected {base}.")
             base += seg.n_docs
         return manifest
+
+
+def _weights_of(record: dict[str, Any]) -> dict[str, Any]:
+    dtype = record["dtype"]
+    if dtype not in ("float32", "uint8", "uint16"):
+        raise ValueError(f"unknown weight dtype {dtype!r}")
+    scale = 1.0 if record.get("scale") is None else float(record["scale"])
+    if not scale > 0:
+        raise ValueError(f"weight scale must be > 0, got {scale}")
+    return {"dtype": dtype, "scale": scale}
 
 
 def read_manifest(index_dir: str | os.PathLike[str]) -> Manifest:

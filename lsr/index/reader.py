@@ -16,7 +16,7 @@ import orjson
 
 from lsr.errors import IndexFormatError, InvalidQueryError
 from lsr.index import format as fmt
-from lsr.kernels import PostingArrays
+from lsr.kernels import BlockMaxima, PostingArrays
 from lsr.types import SparseBatch
 
 __all__ = ["Index", "Segment", "open_index"]
@@ -28,40 +28,63 @@ class Segment:
 
     info: fmt.SegmentInfo
     postings: PostingArrays
-    forward: SparseBatch
+    fwd_indptr: np.ndarray
+    fwd_indices: np.ndarray
+    fwd_values: np.ndarray  # stored weights (postings' dtype)
     docid_offsets: np.ndarray
     docid_bytes: np.ndarray
 
     @classmethod
-    def open(cls, index_dir: Path, info: fmt.SegmentInfo, dim: int) -> Segment:
+    def open(cls, index_dir: Path, info: fmt.SegmentInfo, manifest: fmt.Manifest) -> Segment:
         seg_dir = index_dir / info.name
         for name, record in info.files.items():
             fmt.verify_file(seg_dir / name, record)
+        weight_dtype = manifest.weights["dtype"]
+        tables = dict(fmt.SEGMENT_ARRAYS)
+        if manifest.block_size is not None:
+            tables.update(fmt.BLOCK_ARRAYS)
         arrays = {}
-        for key, (file_name, dtype) in fmt.SEGMENT_ARRAYS.items():
+        for key, (file_name, dtype) in tables.items():
             path = seg_dir / file_name
             try:
                 arr = np.load(path, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as exc:
                 raise IndexFormatError(f"index file {path} is unreadable: {exc}.") from None
-            if arr.dtype != np.dtype(dtype) or arr.ndim != 1:
-                raise IndexFormatError(f"index file {path} holds {arr.dtype}{arr.shape}, expected 1-d {dtype}.")
+            expected = weight_dtype if dtype == fmt.WEIGHTS else dtype
+            if arr.dtype != np.dtype(expected) or arr.ndim != 1:
+                raise IndexFormatError(f"index file {path} holds {arr.dtype}{arr.shape}, expected 1-d {expected}.")
             arrays[key] = arr
         docid_bytes = np.memmap(seg_dir / fmt.DOCIDS_BYTES, dtype=np.uint8, mode="r") if (
             seg_dir / fmt.DOCIDS_BYTES).stat().st_size else np.zeros(0, np.uint8)
-        _check_shapes(seg_dir, info, dim, arrays, len(docid_bytes))
-        postings = PostingArrays(arrays["offsets"], arrays["docs"], arrays["weights"], info.n_docs)
-        forward = SparseBatch(arrays["fwd_indptr"], arrays["fwd_indices"], arrays["fwd_values"], dim)
-        return cls(info, postings, forward, arrays["docid_offsets"], docid_bytes)
+        _check_shapes(seg_dir, info, manifest, arrays, len(docid_bytes))
+        blocks = None
+        if manifest.block_size is not None:
+            blocks = BlockMaxima(manifest.block_size, arrays["block_offsets"], arrays["block_ids"],
+                                 arrays["block_maxima"], arrays["block_starts"])
+        postings = PostingArrays(arrays["offsets"], arrays["docs"], arrays["weights"], info.n_docs,
+                                 manifest.weights["scale"], blocks)
+        return cls(info, postings, arrays["fwd_indptr"], arrays["fwd_indices"], arrays["fwd_values"],
+                   arrays["docid_offsets"], docid_bytes)
+
+    def vectors(self, start: int, stop: int) -> SparseBatch:
+        """Document vectors ``start:stop`` (local ids) with real weights (stored / scale)."""
+        lo, hi = self.fwd_indptr[start], self.fwd_indptr[stop]
+        values = np.asarray(self.fwd_values[lo:hi], dtype=np.float32)
+        if self.postings.scale != 1.0:
+            values = values / np.float32(self.postings.scale)
+        return SparseBatch(np.asarray(self.fwd_indptr[start : stop + 1]) - lo, self.fwd_indices[lo:hi], values,
+                           self.postings.dim)
 
     def external_id(self, local: int) -> str:
         lo, hi = self.docid_offsets[local], self.docid_offsets[local + 1]
         return bytes(self.docid_bytes[lo:hi]).decode("utf-8")
 
 
-def _check_shapes(seg_dir: Path, info: fmt.SegmentInfo, dim: int, a: dict[str, np.ndarray], n_bytes: int) -> None:
+def _check_shapes(seg_dir: Path, info: fmt.SegmentInfo, manifest: fmt.Manifest, a: dict[str, np.ndarray],
+                  n_bytes: int) -> None:
     """Cheap structural checks: a truncated or swapped file fails here instead of inside a kernel."""
     problems = []
+    dim = manifest.dim
     if len(a["offsets"]) != dim + 1:
         problems.append(f"postings.offsets has {len(a['offsets'])} entries, expected {dim + 1}")
     elif a["offsets"][0] != 0 or a["offsets"][-1] != len(a["docs"]):
@@ -74,6 +97,12 @@ def _check_shapes(seg_dir: Path, info: fmt.SegmentInfo, dim: int, a: dict[str, n
         problems.append("forward vectors do not match the postings' size")
     if len(a["docid_offsets"]) != info.n_docs + 1 or a["docid_offsets"][-1] != n_bytes:
         problems.append("docids.offsets does not match docids.utf8")
+    if "block_offsets" in a:
+        n_entries = len(a["block_ids"])
+        if len(a["block_offsets"]) != dim + 1 or a["block_offsets"][-1] != n_entries:
+            problems.append("blocks.offsets does not span blocks.ids")
+        if len(a["block_maxima"]) != n_entries or len(a["block_starts"]) != n_entries:
+            problems.append("block arrays differ in length")
     if problems:
         raise IndexFormatError(f"segment {seg_dir} is inconsistent: {'; '.join(problems)}.")
 
@@ -86,7 +115,7 @@ class Index:
         self.manifest = fmt.read_manifest(self.path)
         for name, record in self.manifest.files.items():
             fmt.verify_file(self.path / name, record)
-        self.segments = [Segment.open(self.path, info, self.dim) for info in self.manifest.segments]
+        self.segments = [Segment.open(self.path, info, self.manifest) for info in self.manifest.segments]
         self.deleted_ids = self._read_tombstones()
 
     # ------------------------------------------------------------------ metadata
@@ -189,7 +218,7 @@ class Index:
 
     def document_vector(self, doc_id: int) -> SparseBatch:
         seg, local = self._locate(doc_id)
-        return seg.forward.slice(local, local + 1)
+        return seg.vectors(local, local + 1)
 
     def __repr__(self) -> str:
         return (f"Index({str(self.path)!r}, docs={self.n_live}, segments={len(self.segments)}, "

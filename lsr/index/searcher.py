@@ -21,7 +21,10 @@ class Searcher:
         self.backend = resolve_backend(backend)
         self._deleted = [index.deleted_mask(seg) for seg in index.segments]
 
-    def search(self, queries: SparseBatch, k: int) -> Hits:
+    def search(self, queries: SparseBatch, k: int, algorithm: str = "auto", alpha: float = 1.0,
+               query_cut: int | None = None) -> Hits:
+        """Top-k over every segment. ``algorithm`` is ``auto``, ``exhaustive`` or ``blockmax``; ``alpha`` < 1
+        and ``query_cut`` turn on approximate search (see :mod:`lsr.kernels`)."""
         k = check_k(k)
         if not isinstance(queries, SparseBatch):
             raise InvalidQueryError(f"queries must be a SparseBatch, got {type(queries).__name__}.")
@@ -31,7 +34,8 @@ class Searcher:
             )
         queries.validate()
         parts = [
-            topk(seg.postings, queries, k, deleted, self.backend, id_base=seg.info.doc_base)
+            topk(seg.postings, queries, k, deleted, self.backend, id_base=seg.info.doc_base, algorithm=algorithm,
+                 alpha=alpha, query_cut=query_cut)
             for seg, deleted in zip(self.index.segments, self._deleted, strict=True)
         ]
         if not parts:
@@ -42,4 +46,6 @@ class Searcher:
         """Compile/load the kernel once (numba caches to disk, but the first call still loads it)."""
         if self.index.segments:
             one = SparseBatch(np.array([0, 1]), np.array([0]), np.array([1.0]), self.index.dim)
-            self.search(one, 1)
+            for algorithm in ("exhaustive", "blockmax"):
+                if algorithm == "exhaustive" or (self.backend != "numpy" and self.index.manifest.block_size):
+                    self.search(one, 1, algorithm=algorithm)

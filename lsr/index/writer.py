@@ -14,7 +14,7 @@ import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,6 +24,7 @@ from lsr.errors import IndexFormatError, InvalidInputError, VocabularyMismatchEr
 from lsr.index import format as fmt
 from lsr.index.reader import open_index
 from lsr.index.vocabulary import Vocabulary
+from lsr.kernels import WEIGHT_DTYPES, PostingArrays, quantize
 from lsr.types import SparseBatch
 
 __all__ = ["IndexWriter"]
@@ -69,9 +70,21 @@ class IndexWriter:
     # ------------------------------------------------------------------ opening
     @classmethod
     def create(cls, path: str | os.PathLike[str], vocabulary: Vocabulary, encoder: dict[str, Any] | None,
-               overwrite: bool = False, segment_docs: int = DEFAULT_SEGMENT_DOCS) -> IndexWriter:
-        """Start a new index at ``path`` (which must not exist unless ``overwrite``)."""
+               overwrite: bool = False, segment_docs: int = DEFAULT_SEGMENT_DOCS, weight_dtype: str = "float32",
+               scale: float | None = None, block_size: int = fmt.DEFAULT_BLOCK_SIZE) -> IndexWriter:
+        """Start a new index at ``path`` (which must not exist unless ``overwrite``).
+
+        ``weight_dtype`` ``uint8``/``uint16`` stores ``round(weight * scale)``; without a ``scale`` the
+        first segment's largest weight is mapped to the type's maximum (later, larger weights are clipped).
+        ``block_size`` documents share one block maximum per term (the unit of block-max pruning).
+        """
         path = Path(path)
+        if weight_dtype not in WEIGHT_DTYPES:
+            raise InvalidInputError(f"weight dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {weight_dtype!r}.")
+        if scale is not None and not scale > 0:
+            raise InvalidInputError(f"quantisation scale must be > 0, got {scale}.")
+        if not isinstance(block_size, int) or not 1 <= block_size <= 4096:
+            raise InvalidInputError(f"block_size must be an integer in [1, 4096], got {block_size!r}.")
         if path.exists() and not overwrite:
             raise InvalidInputError(f"{path} already exists; pass overwrite=True (CLI: --overwrite) to replace it.")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,6 +99,9 @@ class IndexWriter:
                 encoder=encoder,
                 files={fmt.VOCAB: fmt.file_record(vocab_file)},
                 created_by=f"lsr {__version__}",
+                weights={"dtype": weight_dtype,
+                         "scale": 1.0 if weight_dtype == "float32" else (None if scale is None else float(scale))},
+                block_size=block_size,
             )
         except BaseException:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -97,6 +113,11 @@ class IndexWriter:
         """Append to (or delete from) an existing index."""
         path = Path(path)
         manifest = fmt.read_manifest(path)
+        if manifest.format_version != fmt.FORMAT_VERSION:
+            raise IndexFormatError(
+                f"{path} has index format version {manifest.format_version}, which this lsr reads but does not "
+                f"extend; rebuild it to add documents."
+            )
         return cls(path, path, manifest, is_new=False, segment_docs=segment_docs)
 
     @property
@@ -224,25 +245,54 @@ class IndexWriter:
         tmp_dir = self._work_dir / f"{name}.tmp"
         shutil.rmtree(tmp_dir, ignore_errors=True)
         tmp_dir.mkdir()
-        csc = sp.csc_matrix(vectors.to_scipy())  # documents x terms, column-major = postings
-        csc.sort_indices()
+        forward = self._stored_weights(vectors)
+        postings = PostingArrays.from_documents(forward, self._manifest.block_size)
         encoded_ids = [ext.encode("utf-8") for ext in ids]
         docid_offsets = np.zeros(len(ids) + 1, np.int64)
         np.cumsum([len(b) for b in encoded_ids], out=docid_offsets[1:])
         arrays = {
-            "offsets": csc.indptr, "docs": csc.indices, "weights": csc.data,
-            "fwd_indptr": vectors.indptr, "fwd_indices": vectors.indices, "fwd_values": vectors.values,
+            "offsets": postings.offsets, "docs": postings.docs, "weights": postings.weights,
+            "fwd_indptr": forward.indptr, "fwd_indices": forward.indices, "fwd_values": forward.values,
             "docid_offsets": docid_offsets,
         }
+        if postings.blocks is not None:
+            blocks = postings.blocks
+            arrays.update(block_offsets=blocks.offsets, block_ids=blocks.ids, block_maxima=blocks.maxima,
+                          block_starts=blocks.starts)
+        weight_dtype = self._manifest.weights["dtype"]
         files = {}
-        for key, (file_name, dtype) in fmt.SEGMENT_ARRAYS.items():
-            files[file_name] = _save_array(tmp_dir / file_name, np.ascontiguousarray(arrays[key], dtype=dtype))
+        for key, (file_name, dtype) in {**fmt.SEGMENT_ARRAYS, **fmt.BLOCK_ARRAYS}.items():
+            if key in arrays:
+                dtype = weight_dtype if dtype == fmt.WEIGHTS else dtype
+                files[file_name] = _save_array(tmp_dir / file_name, np.ascontiguousarray(arrays[key], dtype=dtype))
         files[fmt.DOCIDS_BYTES] = _save_bytes(tmp_dir / fmt.DOCIDS_BYTES, b"".join(encoded_ids))
         fmt.fsync_dir(tmp_dir)
         os.replace(tmp_dir, self._work_dir / name)
         fmt.fsync_dir(self._work_dir)
         base = self._manifest.n_docs + sum(s.n_docs for s in self._new_segments)
-        return fmt.SegmentInfo(name=name, n_docs=vectors.n, nnz=vectors.nnz, doc_base=base, files=files)
+        return fmt.SegmentInfo(name=name, n_docs=vectors.n, nnz=postings.weights.size, doc_base=base, files=files)
+
+    def _stored_weights(self, vectors: SparseBatch) -> _StoredVectors:
+        """The vectors as stored: quantised to the index's weight type (entries that round to 0 dropped)."""
+        weights = self._manifest.weights
+        if weights["dtype"] == "float32":
+            return _StoredVectors(vectors.indptr, vectors.indices, vectors.values, vectors.n, vectors.dim)
+        top = float(np.iinfo(weights["dtype"]).max)
+        if weights["scale"] is None:
+            largest = float(vectors.values.max()) if vectors.nnz else 1.0
+            weights["scale"] = top / largest
+            log.info("quantising to %s with scale %.6g (largest weight %.4g -> %d)", weights["dtype"],
+                     weights["scale"], largest, int(top))
+        clipped = int(np.count_nonzero(vectors.values * weights["scale"] > top + 0.5))
+        if clipped:
+            log.warning("%d weights exceed the %s range at scale %.6g and are clipped", clipped, weights["dtype"],
+                        weights["scale"])
+        stored = quantize(vectors.values, weights["dtype"], weights["scale"])
+        keep = stored > 0
+        rows = np.repeat(np.arange(vectors.n), vectors.row_nnz())[keep]
+        indptr = np.zeros(vectors.n + 1, np.int64)
+        np.cumsum(np.bincount(rows, minlength=vectors.n), out=indptr[1:])
+        return _StoredVectors(indptr, vectors.indices[keep], stored[keep], vectors.n, vectors.dim)
 
     def _write_tombstones(self, generation: int) -> dict[str, Any]:
         name = fmt.tombstone_file_name(generation)
@@ -250,6 +300,20 @@ class IndexWriter:
         record = _save_array(self._work_dir / name, ids)
         fmt.fsync_dir(self._work_dir)
         return {"file": name, "count": len(ids), **record}
+
+
+class _StoredVectors(NamedTuple):
+    """Document vectors in CSR with stored (possibly integer) weights; quacks like a SparseBatch for
+    PostingArrays.from_documents."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray
+    n: int
+    dim: int
+
+    def to_scipy(self):  # noqa: ANN201
+        return sp.csr_matrix((self.values, self.indices, self.indptr), shape=(self.n, self.dim))
 
 
 def _save_array(path: Path, array: np.ndarray) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from lsr.errors import InvalidInputError
@@ -51,14 +52,20 @@ def detect_source(source: Path) -> str:
 
 
 def index_from_shards(encoded: Path, index_dir: Path, overwrite: bool = False,
-                      segment_docs: int = DEFAULT_SEGMENT_DOCS, show_progress: bool = True) -> BuildResult:
+                      segment_docs: int = DEFAULT_SEGMENT_DOCS, show_progress: bool = True,
+                      storage: dict[str, Any] | None = None) -> BuildResult:
     started = time.perf_counter()
     job = read_job(encoded)
     if not job.get("complete"):
         raise InvalidInputError(f"{encoded} is an unfinished encode job; rerun lsr encode to complete it.")
     shards = list_shards(encoded)
     vocabulary = read_job_vocabulary(encoded)
-    with IndexWriter.create(index_dir, vocabulary, job["encoder"], overwrite, segment_docs) as writer:
+    storage = dict(storage or {})
+    if storage.get("weight_dtype", "float32") != "float32" and storage.get("scale") is None:
+        # one scale for the whole index: the largest weight of any shard maps to the type's maximum
+        largest = max(float(read_shard(path)[1].values.max(initial=0.0)) for path in shards)
+        storage["scale"] = float(np.iinfo(storage["weight_dtype"]).max) / (largest or 1.0)
+    with IndexWriter.create(index_dir, vocabulary, job["encoder"], overwrite, segment_docs, **storage) as writer:
         for path in tqdm(shards, disable=not show_progress, desc="indexing", unit="shard"):
             ids, vectors = read_shard(path)
             writer.add(ids, vectors)
@@ -67,7 +74,8 @@ def index_from_shards(encoded: Path, index_dir: Path, overwrite: bool = False,
 
 
 def index_from_vectors(vectors_path: Path, index_dir: Path, model: str | None = None, overwrite: bool = False,
-                       segment_docs: int = DEFAULT_SEGMENT_DOCS, show_progress: bool = True) -> BuildResult:
+                       segment_docs: int = DEFAULT_SEGMENT_DOCS, show_progress: bool = True,
+                       storage: dict[str, Any] | None = None) -> BuildResult:
     """Index pre-encoded vectors. With ``model`` the tokens are that model's vocabulary (and queries can be
     encoded by it later); without, the vocabulary is the collection's own tokens and queries must be given
     as vectors."""
@@ -85,7 +93,8 @@ def index_from_vectors(vectors_path: Path, index_dir: Path, model: str | None = 
             raise InvalidInputError(f"{vectors_path} holds no vectors with terms.")
         vocabulary = Vocabulary.from_tokens(tokens, source="collection")
     token_ids = vocabulary.token_ids()
-    with IndexWriter.create(index_dir, vocabulary, encoder_config, overwrite, segment_docs) as writer:
+    with IndexWriter.create(index_dir, vocabulary, encoder_config, overwrite, segment_docs,
+                            **(storage or {})) as writer:
         for path in files:
             for ids, batch in tqdm(iter_vector_batches(path, token_ids, vocabulary.size),
                                    disable=not show_progress, desc=f"indexing {path.name}", unit="batch"):
@@ -97,24 +106,26 @@ def index_from_vectors(vectors_path: Path, index_dir: Path, model: str | None = 
 def build_index(source: str | os.PathLike[str], index_dir: str | os.PathLike[str], model: str | None = None,
                 overwrite: bool = False, work_dir: str | os.PathLike[str] | None = None,
                 shard_size: int = 1000, segment_docs: int = DEFAULT_SEGMENT_DOCS,
-                encoder_options: dict[str, Any] | None = None, show_progress: bool = True) -> BuildResult:
-    """Index whatever ``source`` is (see :func:`detect_source`)."""
+                encoder_options: dict[str, Any] | None = None, show_progress: bool = True,
+                storage: dict[str, Any] | None = None) -> BuildResult:
+    """Index whatever ``source`` is (see :func:`detect_source`). ``storage`` holds IndexWriter options:
+    ``weight_dtype``, ``scale``, ``block_size``."""
     source, index_dir = Path(source), Path(index_dir)
     if index_dir.exists() and not overwrite:
         raise InvalidInputError(f"{index_dir} already exists; pass --overwrite to replace it.")
     kind = detect_source(source)
     log.info("indexing %s (%s) into %s", source, kind, index_dir)
     if kind == "encoded":
-        return index_from_shards(source, index_dir, overwrite, segment_docs, show_progress)
+        return index_from_shards(source, index_dir, overwrite, segment_docs, show_progress, storage)
     if kind == "vectors":
-        return index_from_vectors(source, index_dir, model, overwrite, segment_docs, show_progress)
+        return index_from_vectors(source, index_dir, model, overwrite, segment_docs, show_progress, storage)
     from lsr.encoders import load_encoder
     from lsr.models import DEFAULT_MODEL
 
     encoder = load_encoder(model or DEFAULT_MODEL, **(encoder_options or {}))
     work = Path(work_dir) if work_dir else index_dir.with_name(index_dir.name + ".encoding")
     encoded = encode_corpus(source, work, encoder, shard_size, show_progress)
-    result = index_from_shards(work, index_dir, overwrite, segment_docs, show_progress)
+    result = index_from_shards(work, index_dir, overwrite, segment_docs, show_progress, storage)
     if work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
     result.encode_seconds = encoded.seconds

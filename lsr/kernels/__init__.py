@@ -1,9 +1,15 @@
-"""Scoring kernels: exact top-k of sparse queries against one segment's postings.
+"""Scoring kernels: the top-k of sparse queries against one segment's postings.
 
-``topk(postings, queries, k, deleted, backend="auto")`` is the single entry point. Backends:
-``numba`` (exhaustive term-at-a-time, parallel over queries) and ``numpy`` (the scipy oracle in
-:mod:`lsr.kernels.reference`). ``auto`` picks the fastest one installed. Every backend returns exactly the
-oracle's result (see tests/kernels); callers never depend on which one ran.
+``topk(postings, queries, k, ...)`` is the single entry point.
+
+Backends (``auto`` picks the fastest installed): ``c`` (the compiled extension ``_csparse``), ``numba``,
+and ``numpy`` (the scipy oracle in :mod:`lsr.kernels.reference`, exhaustive only).
+Algorithms: ``exhaustive`` (term-at-a-time over every posting of the query's terms) and ``blockmax``
+(per-block upper bounds, blocks visited by decreasing bound until none can beat the k-th score; exact).
+Approximation knobs, both off by default: ``alpha < 1`` skips a block unless ``alpha x bound`` reaches
+the k-th score (BMP's factor), and ``query_cut`` keeps each query's heaviest terms (Seismic's query cut).
+Every exact configuration returns exactly the oracle's result (tests/kernels); callers never depend on
+which one ran.
 """
 
 from __future__ import annotations
@@ -14,20 +20,34 @@ import logging
 import numpy as np
 
 from lsr.errors import InvalidQueryError, MissingDependencyError
-from lsr.kernels._arrays import PostingArrays
+from lsr.kernels._arrays import WEIGHT_DTYPES, BlockMaxima, PostingArrays, build_block_maxima, quantize
+from lsr.kernels.reference import scaled_query_values
 from lsr.types import Hits, SparseBatch
 
-__all__ = ["PostingArrays", "topk", "available_backends", "resolve_backend", "MAX_K"]
+__all__ = ["PostingArrays", "BlockMaxima", "build_block_maxima", "quantize", "WEIGHT_DTYPES", "topk",
+           "available_backends", "resolve_backend", "set_threads", "resolve_algorithm", "check_k", "cut_queries",
+           "MAX_K", "ALGORITHMS"]
 
 log = logging.getLogger(__name__)
 
 MAX_K = 10_000
-_BACKENDS = ("numba", "numpy")  # fastest first
+_BACKENDS = ("c", "numba", "numpy")  # fastest first
+ALGORITHMS = ("exhaustive", "blockmax")
+_INSTALL_HINT = {
+    "c": "the C extension was not built: reinstall lsr with a C compiler present (pip install -e .)",
+    "numba": "numba is not installed: pip install numba",
+}
+
+
+def _has_cext() -> bool:
+    return importlib.util.find_spec("lsr.kernels._csparse") is not None
 
 
 def available_backends() -> list[str]:
     found = []
     for name in _BACKENDS:
+        if name == "c" and not _has_cext():
+            continue
         if name == "numba" and importlib.util.find_spec("numba") is None:
             continue
         found.append(name)
@@ -40,14 +60,63 @@ def resolve_backend(backend: str) -> str:
     if backend not in _BACKENDS:
         raise InvalidQueryError(f"unknown kernel backend {backend!r}; choose one of auto, {', '.join(_BACKENDS)}.")
     if backend not in available_backends():
-        raise MissingDependencyError(f"kernel backend {backend!r} needs numba: pip install numba")
+        raise MissingDependencyError(f"kernel backend {backend!r} is unavailable: {_INSTALL_HINT[backend]}")
     return backend
+
+
+def resolve_algorithm(algorithm: str, postings: PostingArrays, backend: str) -> str:
+    if algorithm not in ("auto", *ALGORITHMS):
+        raise InvalidQueryError(f"unknown algorithm {algorithm!r}; choose one of auto, {', '.join(ALGORITHMS)}.")
+    if algorithm == "auto":
+        return "blockmax" if postings.blocks is not None and backend != "numpy" else "exhaustive"
+    if algorithm == "blockmax" and postings.blocks is None:
+        raise InvalidQueryError("algorithm 'blockmax' needs block maxima; this index has none.")
+    return algorithm
+
+
+def set_threads(n: int) -> None:
+    """Threads a batch of queries is spread over, for every backend (default: all CPUs)."""
+    if not isinstance(n, int) or n < 1:
+        raise InvalidQueryError(f"threads must be a positive integer, got {n!r}.")
+    if "numba" in available_backends():
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    if _has_cext():
+        from lsr.kernels import _cbackend
+
+        _cbackend.set_threads(n)
 
 
 def check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
         raise InvalidQueryError(f"k must be an integer in [1, {MAX_K}], got {k!r}.")
     return int(k)
+
+
+def check_alpha(alpha: float) -> float:
+    if not isinstance(alpha, int | float | np.floating) or not 0 < alpha <= 1:
+        raise InvalidQueryError(f"alpha must be in (0, 1] (1 = exact), got {alpha!r}.")
+    return float(alpha)
+
+
+def cut_queries(queries: SparseBatch, query_cut: int | None) -> SparseBatch:
+    """Keep each query's ``query_cut`` heaviest terms (ties: lower term id first)."""
+    if query_cut is None:
+        return queries
+    if isinstance(query_cut, bool) or not isinstance(query_cut, int | np.integer) or query_cut < 1:
+        raise InvalidQueryError(f"query_cut must be a positive integer, got {query_cut!r}.")
+    lengths = queries.row_nnz()
+    if lengths.max(initial=0) <= query_cut:
+        return queries
+    keep = np.zeros(queries.nnz, bool)
+    for i in np.flatnonzero(lengths > 0):
+        lo, hi = queries.indptr[i], queries.indptr[i + 1]
+        heaviest = np.argsort(-queries.values[lo:hi], kind="stable")[:query_cut]
+        keep[lo + heaviest] = True
+    indptr = np.zeros(queries.n + 1, np.int64)
+    np.cumsum(np.minimum(lengths, query_cut), out=indptr[1:])
+    return SparseBatch(indptr, queries.indices[keep], queries.values[keep], queries.dim)
 
 
 def topk(
@@ -57,32 +126,45 @@ def topk(
     deleted: np.ndarray | None = None,
     backend: str = "auto",
     id_base: int = 0,
+    algorithm: str = "auto",
+    alpha: float = 1.0,
+    query_cut: int | None = None,
 ) -> Hits:
-    """Exact top-``k`` documents of one segment for each query.
+    """Top-``k`` documents of one segment for each query (exact unless ``alpha`` < 1 or ``query_cut``).
 
     ``deleted`` is an optional uint8/bool mask over the segment's documents (non-zero = skip).
     ``id_base`` is added to every returned id (the segment's first global id).
     """
     k = check_k(k)
+    alpha = check_alpha(alpha)
     if queries.dim != postings.dim:
         raise InvalidQueryError(f"queries have dimension {queries.dim} but the index has {postings.dim}.")
     backend = resolve_backend(backend)
+    algorithm = resolve_algorithm(algorithm, postings, backend)
     if deleted is not None and len(deleted) not in (0, postings.n_docs):
         raise InvalidQueryError(f"deleted mask has length {len(deleted)}, expected {postings.n_docs}.")
+    queries = cut_queries(queries, query_cut)
     if backend == "numpy":
+        if algorithm != "exhaustive" or alpha != 1.0:
+            raise InvalidQueryError("the numpy backend scores exhaustively; use backend 'numba' or 'c' to prune.")
         from lsr.kernels import reference
 
         hits = reference.topk(postings, queries, k, deleted)
         if id_base:
             hits.ids[hits.ids >= 0] += id_base
         return hits
-    from lsr.kernels import _numba
-
     hits = Hits.empty(queries.n, k)
     mask = np.zeros(0, np.uint8) if deleted is None else np.ascontiguousarray(deleted, dtype=np.uint8)
-    _numba.taat_topk(
-        postings.offsets, postings.docs, postings.weights,
-        queries.indptr, queries.indices, queries.values,
-        postings.n_docs, k, mask, hits.ids, hits.scores, id_base,
-    )
+    q_values = scaled_query_values(postings, queries)
+    if backend == "c":
+        from lsr.kernels import _cbackend as impl
+    else:
+        from lsr.kernels import _numba as impl
+    if algorithm == "exhaustive":
+        impl.taat_topk(postings.offsets, postings.docs, postings.weights, queries.indptr, queries.indices,
+                       q_values, postings.n_docs, k, mask, hits.ids, hits.scores, id_base)
+    else:
+        impl.blockmax_topk(postings.offsets, postings.docs, postings.weights, postings.blocks, queries.indptr,
+                           queries.indices, q_values, postings.n_docs, k, mask, hits.ids, hits.scores, id_base,
+                           alpha)
     return hits

@@ -1,9 +1,10 @@
 """The readable oracle every fast kernel is tested against: a scipy sparse product and a full sort.
 
-Semantics shared by all backends: the score of a document is the dot product of its vector with the
-query's; only documents with a score > 0 (at least one shared term) and not deleted are returned; rows of
-the result are ordered by score descending, then by document id ascending; missing places are padded
-with id -1 and score -inf.
+Semantics shared by all backends: the score of a document is ``sum_t (q_t * (1/scale)) * w_t`` in float32,
+where ``w_t`` are its stored weights (``scale`` is 1 for float weights; integer impacts are dequantised
+through the query, so ranking and reported score are the same number); only documents with a score > 0
+(at least one shared term) and not deleted are returned; rows are ordered by score descending, then by
+document id ascending; missing places are padded with id -1 and score -inf.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ import scipy.sparse as sp
 from lsr.kernels._arrays import PostingArrays
 from lsr.types import Hits, SparseBatch
 
-__all__ = ["topk", "score_all"]
+__all__ = ["topk", "score_all", "scaled_query_values"]
+
+
+def scaled_query_values(postings: PostingArrays, queries: SparseBatch) -> np.ndarray:
+    """Query weights with the index's dequantisation factor folded in (float32)."""
+    if postings.scale == 1.0:
+        return queries.values
+    return (queries.values * np.float32(1.0 / postings.scale)).astype(np.float32)
 
 
 def score_all(postings: PostingArrays, queries: SparseBatch) -> np.ndarray:
@@ -23,7 +31,9 @@ def score_all(postings: PostingArrays, queries: SparseBatch) -> np.ndarray:
         (postings.weights.astype(np.float32), postings.docs, postings.offsets),
         shape=(postings.n_docs, postings.dim),
     )
-    return np.asarray((queries.to_scipy() @ docs_by_terms.T).toarray(), dtype=np.float32)
+    q = sp.csr_matrix((scaled_query_values(postings, queries), queries.indices, queries.indptr),
+                      shape=(queries.n, queries.dim))
+    return np.asarray((q @ docs_by_terms.T).toarray(), dtype=np.float32)
 
 
 def topk(postings: PostingArrays, queries: SparseBatch, k: int, deleted: np.ndarray | None = None) -> Hits:

@@ -66,13 +66,15 @@ class SparseRetriever:
                 raise InvalidQueryError(f"query texts must be non-empty strings, got {text!r}.")
         return self.encoder.encode_queries(list(texts), show_progress=show_progress)
 
-    def search(self, queries: Sequence[str] | SparseBatch, k: int, show_progress: bool = False) -> Hits:
+    def search(self, queries: Sequence[str] | SparseBatch, k: int, show_progress: bool = False,
+               **search_options) -> Hits:
+        """``search_options`` go to :meth:`lsr.index.Searcher.search` (algorithm, alpha, query_cut)."""
         self.timings = {}
         if not isinstance(queries, SparseBatch):
             started = time.perf_counter()
             queries = self.encode(queries, show_progress)
             self.timings["encode"] = time.perf_counter() - started
         started = time.perf_counter()
-        hits = self.searcher.search(queries, k)
+        hits = self.searcher.search(queries, k, **search_options)
         self.timings["search"] = time.perf_counter() - started
         return hits

@@ -31,7 +31,10 @@ def main() -> None:
         raise SystemExit(f"{target} exists; golden indexes are never regenerated.")
     ids, docs = golden_documents()
     vocabulary = Vocabulary.from_tokens([f"term{i}" for i in range(DIM)], source="golden")
-    with IndexWriter.create(target, vocabulary, None, segment_docs=15) as writer:
+    # version 2 added quantised impacts and block maxima: exercise both (weights are multiples of 1/8,
+    # so scale 8 stores them exactly)
+    options = {"weight_dtype": "uint8", "scale": 8.0, "block_size": 4}
+    with IndexWriter.create(target, vocabulary, None, segment_docs=15, **options) as writer:
         writer.add(ids[:15], docs.slice(0, 15))
         writer.add(ids[15:30], docs.slice(15, 30))
     with IndexWriter.open(target) as writer:

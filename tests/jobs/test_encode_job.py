@@ -71,13 +71,18 @@ def test_resumes_after_kill_9(tmp_path, tiny_model, tiny_encoder, kill_after_sha
     same vectors as an uninterrupted run."""
     corpus = write_corpus(tmp_path / "corpus.jsonl", 3000, seed=kill_after_shards)
     out = tmp_path / "out"
-    proc = subprocess.Popen(_encode_cmd(corpus, out, tiny_model), stderr=subprocess.DEVNULL)
+    log = open(tmp_path / "stderr.txt", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(_encode_cmd(corpus, out, tiny_model), stderr=log)
     target = out / f"shard-{kill_after_shards:06d}.npz"
     deadline = time.monotonic() + 120
     while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
+    alive = proc.poll() is None
+    if alive:
+        os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    log.close()
+    assert alive, f"lsr encode exited on its own: {(tmp_path / 'stderr.txt').read_text()[-2000:]}"
     assert proc.returncode == -signal.SIGKILL
     assert not orjson.loads((out / "job.json").read_bytes())["complete"], "the job finished before the kill"
     n_before = len(list_shards(out))

@@ -8,19 +8,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lsr.errors import InvalidQueryError, MissingDependencyError
-from lsr.kernels import PostingArrays, available_backends, reference, resolve_backend, topk
+from lsr.kernels import ALGORITHMS, PostingArrays, available_backends, cut_queries, reference, resolve_backend, topk
 from lsr.types import Hits, SparseBatch
 
 BACKENDS = available_backends()
+# every (backend, algorithm) pair that exists; the numpy oracle only scores exhaustively
+CONFIGS = [(b, a) for b in BACKENDS for a in ALGORITHMS if not (b == "numpy" and a == "blockmax")]
+CONFIG_IDS = [f"{b}-{a}" for b, a in CONFIGS]
 
 # Multiples of 1/8 up to 8: every product and every sum of a few of them is exact in float32, so backends
 # must agree with the oracle bit for bit -- including how ties are broken -- whatever order they add in.
+# Stored as uint8/uint16 with scale 8 they are exact integers, and dequantising by 1/8 is exact too.
 dyadic = st.integers(1, 64).map(lambda i: i / 8)
 wide = st.floats(0.0009765625, 1024.0, allow_nan=False, allow_infinity=False, width=32)
+STORAGE = st.sampled_from([("float32", 1.0), ("uint8", 8.0), ("uint16", 8.0)])
 
 
 @st.composite
-def collections(draw, weights=dyadic):
+def collections(draw, weights=dyadic, storage=STORAGE):
     dim = draw(st.integers(1, 30))
     n_docs = draw(st.integers(0, 50))
     n_queries = draw(st.integers(1, 6))
@@ -40,7 +45,10 @@ def collections(draw, weights=dyadic):
     deleted = None
     if n_docs and draw(st.booleans()):
         deleted = np.array(draw(st.lists(st.booleans(), min_size=n_docs, max_size=n_docs)), dtype=np.uint8)
-    return docs, queries, k, deleted
+    weight_dtype, scale = draw(storage)
+    postings = PostingArrays.from_documents(docs, block_size=draw(st.integers(1, 8)), weight_dtype=weight_dtype,
+                                            scale=scale)
+    return postings, queries, k, deleted
 
 
 def assert_same_hits(got: Hits, want: Hits) -> None:
@@ -49,22 +57,21 @@ def assert_same_hits(got: Hits, want: Hits) -> None:
     np.testing.assert_array_equal(got.scores, want.scores)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("backend", "algorithm"), CONFIGS, ids=CONFIG_IDS)
 @given(case=collections())
-def test_backend_equals_oracle_exactly(backend, case):
-    docs, queries, k, deleted = case
-    postings = PostingArrays.from_documents(docs)
-    assert_same_hits(topk(postings, queries, k, deleted, backend), reference.topk(postings, queries, k, deleted))
+def test_equals_oracle_exactly(backend, algorithm, case):
+    postings, queries, k, deleted = case
+    got = topk(postings, queries, k, deleted, backend, algorithm=algorithm)
+    assert_same_hits(got, reference.topk(postings, queries, k, deleted))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@given(case=collections(weights=wide))
-def test_backend_equals_oracle_on_arbitrary_floats(backend, case):
+@pytest.mark.parametrize(("backend", "algorithm"), CONFIGS, ids=CONFIG_IDS)
+@given(case=collections(weights=wide, storage=st.just(("float32", 1.0))))
+def test_equals_oracle_on_arbitrary_floats(backend, algorithm, case):
     """With arbitrary weights the summation order may change the last bits: scores must agree within
     float32 tolerance, and every returned document must truly have the score it is reported with."""
-    docs, queries, k, deleted = case
-    postings = PostingArrays.from_documents(docs)
-    got = topk(postings, queries, k, deleted, backend).validate()
+    postings, queries, k, deleted = case
+    got = topk(postings, queries, k, deleted, backend, algorithm=algorithm).validate()
     want = reference.topk(postings, queries, k, deleted)
     np.testing.assert_array_equal(got.ids >= 0, want.ids >= 0)
     np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5, atol=1e-4)
@@ -74,75 +81,113 @@ def test_backend_equals_oracle_on_arbitrary_floats(backend, case):
         np.testing.assert_allclose(full[i, ids], scores, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("backend", "algorithm"), CONFIGS, ids=CONFIG_IDS)
 @given(case=collections(), base=st.integers(0, 10_000))
-def test_id_base_offsets_every_hit(backend, case, base):
-    docs, queries, k, deleted = case
-    postings = PostingArrays.from_documents(docs)
-    plain = topk(postings, queries, k, deleted, backend)
-    shifted = topk(postings, queries, k, deleted, backend, id_base=base)
+def test_id_base_offsets_every_hit(backend, algorithm, case, base):
+    postings, queries, k, deleted = case
+    plain = topk(postings, queries, k, deleted, backend, algorithm=algorithm)
+    shifted = topk(postings, queries, k, deleted, backend, id_base=base, algorithm=algorithm)
     np.testing.assert_array_equal(shifted.ids, np.where(plain.ids >= 0, plain.ids + base, -1))
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "numpy"])
+@given(case=collections(), alpha=st.floats(0.05, 1.0), query_cut=st.one_of(st.none(), st.integers(1, 6)))
+def test_approximate_hits_are_true_hits(backend, case, alpha, query_cut):
+    """Approximate mode may miss documents, never invent them: each hit has its true score (for the cut
+    query), rows are ordered, and alpha = 1 without a cut is exactly the oracle."""
+    postings, queries, k, deleted = case
+    got = topk(postings, queries, k, deleted, backend, algorithm="blockmax", alpha=alpha,
+               query_cut=query_cut).validate()
+    full = reference.score_all(postings, cut_queries(queries, query_cut))
+    for i in range(got.n):
+        ids, scores = got.row(i)
+        np.testing.assert_array_equal(full[i, ids], scores)
+        if deleted is not None:
+            assert not deleted[ids].any()
+    if alpha == 1.0 and query_cut is None:
+        assert_same_hits(got, reference.topk(postings, queries, k, deleted))
+
+
+@given(st.lists(st.dictionaries(st.integers(0, 9), dyadic, max_size=8), min_size=1, max_size=5),
+       st.integers(1, 8))
+def test_query_cut_keeps_the_heaviest_terms(rows, cut):
+    queries = SparseBatch.from_dicts(rows, 10)
+    kept = cut_queries(queries, cut).validate().to_dicts()
+    for original, pruned in zip(rows, kept, strict=True):
+        heaviest = sorted(((-w, t) for t, w in original.items() if w))[:cut]
+        assert pruned == {t: original[t] for _, t in heaviest}
 
 
 # ----------------------------------------------------------------------------- named edge cases
 def _postings(rows: list[dict[int, float]], dim: int) -> PostingArrays:
-    return PostingArrays.from_documents(SparseBatch.from_dicts(rows, dim))
+    return PostingArrays.from_documents(SparseBatch.from_dicts(rows, dim), block_size=2)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_empty_query_returns_only_padding(backend):
+@pytest.mark.parametrize(("backend", "algorithm"), CONFIGS, ids=CONFIG_IDS)
+def test_empty_query_returns_only_padding(backend, algorithm):
     postings = _postings([{0: 1.0}, {1: 2.0}], 3)
-    hits = topk(postings, SparseBatch.empty(2, 3), 5, backend=backend)
+    hits = topk(postings, SparseBatch.empty(2, 3), 5, backend=backend, algorithm=algorithm)
     assert (hits.ids == -1).all() and np.isneginf(hits.scores).all()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_query_terms_absent_from_index(backend):
+@pytest.mark.parametrize(("backend", "algorithm"), CONFIGS, ids=CONFIG_IDS)
+def test_query_terms_absent_from_index(backend, algorithm):
     postings = _postings([{0: 1.0}, {0: 2.0}], 4)
     queries = SparseBatch.from_dicts([{2: 1.0, 3: 5.0}, {0: 1.0, 3: 1.0}], 4)
-    hits = topk(postings, queries, 3, backend=backend)
+    hits = topk(postings, queries, 3, backend=backend, algorithm=algorithm)
     assert hits.ids.tolist() == [[-1, -1, -1], [1, 0, -1]]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_k_larger_than_matches_is_padded(backend):
+@pytest.mark.parametrize(("backend", "algorithm"), CONFIGS, ids=CONFIG_IDS)
+def test_k_larger_than_matches_is_padded(backend, algorithm):
     postings = _postings([{0: 1.0}, {1: 1.0}, {0: 3.0}], 2)
-    hits = topk(postings, SparseBatch.from_dicts([{0: 1.0}], 2), 10, backend=backend)
+    hits = topk(postings, SparseBatch.from_dicts([{0: 1.0}], 2), 10, backend=backend, algorithm=algorithm)
     assert hits.ids[0, :3].tolist() == [2, 0, -1]
     assert hits.scores[0, :2].tolist() == [3.0, 1.0]
     assert np.isneginf(hits.scores[0, 2:]).all()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_ties_are_broken_by_doc_id(backend):
+@pytest.mark.parametrize(("backend", "algorithm"), CONFIGS, ids=CONFIG_IDS)
+def test_ties_are_broken_by_doc_id(backend, algorithm):
     postings = _postings([{0: 1.0}] * 6, 1)
-    hits = topk(postings, SparseBatch.from_dicts([{0: 2.0}], 1), 4, backend=backend)
+    hits = topk(postings, SparseBatch.from_dicts([{0: 2.0}], 1), 4, backend=backend, algorithm=algorithm)
     assert hits.ids[0].tolist() == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_deleted_documents_never_returned(backend):
+@pytest.mark.parametrize(("backend", "algorithm"), CONFIGS, ids=CONFIG_IDS)
+def test_deleted_documents_never_returned(backend, algorithm):
     postings = _postings([{0: 5.0}, {0: 4.0}, {0: 3.0}], 1)
-    hits = topk(postings, SparseBatch.from_dicts([{0: 1.0}], 1), 3, np.array([1, 0, 1], np.uint8), backend)
+    hits = topk(postings, SparseBatch.from_dicts([{0: 1.0}], 1), 3, np.array([1, 0, 1], np.uint8), backend,
+                algorithm=algorithm)
     assert hits.ids[0].tolist() == [1, -1, -1]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_index_without_documents(backend):
+@pytest.mark.parametrize(("backend", "algorithm"), CONFIGS, ids=CONFIG_IDS)
+def test_index_without_documents(backend, algorithm):
     postings = _postings([], 3)
-    hits = topk(postings, SparseBatch.from_dicts([{1: 1.0}], 3), 2, backend=backend)
+    hits = topk(postings, SparseBatch.from_dicts([{1: 1.0}], 3), 2, backend=backend, algorithm=algorithm)
     assert (hits.ids == -1).all()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_many_queries_are_independent(backend):
+@pytest.mark.parametrize(("backend", "algorithm"), CONFIGS, ids=CONFIG_IDS)
+def test_many_queries_are_independent(backend, algorithm):
     """More queries than threads: each chunk's accumulator must be fully reset between its queries."""
     rng = np.random.default_rng(7)
     rows = [{int(t): float(rng.integers(1, 9)) for t in rng.choice(20, 5, replace=False)} for _ in range(200)]
     postings = _postings(rows, 20)
     queries = SparseBatch.from_dicts(
         [{int(t): 1.0 for t in rng.choice(20, 3, replace=False)} for _ in range(37)], 20)
-    assert_same_hits(topk(postings, queries, 7, backend=backend), reference.topk(postings, queries, 7))
+    got = topk(postings, queries, 7, backend=backend, algorithm=algorithm)
+    assert_same_hits(got, reference.topk(postings, queries, 7))
+
+
+@pytest.mark.parametrize(("backend", "algorithm"), CONFIGS, ids=CONFIG_IDS)
+def test_regression_block_lookup_must_not_run_into_the_next_term(backend, algorithm):
+    """Pinned: looking up block 1 among term 0's blocks ([0]) ends one past them, on term 1's first entry,
+    which is also block 1. An early blockmax took that entry for term 0's and scored doc 1 twice."""
+    postings = PostingArrays.from_documents(SparseBatch.from_dicts([{0: 1.0}, {1: 2.0}], 2), block_size=1)
+    hits = topk(postings, SparseBatch.from_dicts([{0: 1.0, 1: 1.0}], 2), 2, backend=backend, algorithm=algorithm)
+    assert hits.ids.tolist() == [[1, 0]] and hits.scores.tolist() == [[2.0, 1.0]]
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -163,15 +208,31 @@ def test_unknown_backend_is_named():
         resolve_backend("gpu")
 
 
-def test_fallback_without_numba(monkeypatch):
-    """An install without numba still searches: auto resolves to the numpy oracle; asking for numba says
-    how to get it."""
+@pytest.mark.parametrize("missing", [("numba",), ("lsr.kernels._csparse",), ("numba", "lsr.kernels._csparse")])
+def test_fallback_when_backends_are_missing(monkeypatch, missing):
+    """An install without the C extension and/or numba still searches with the next backend; asking for a
+    missing one says how to get it."""
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "numba" else real(name, *a))
-    assert resolve_backend("auto") == "numpy"
-    with pytest.raises(MissingDependencyError, match="pip install numba"):
-        resolve_backend("numba")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a))
+    expected = next(b for b, mod in (("c", "lsr.kernels._csparse"), ("numba", "numba"), ("numpy", None))
+                    if mod not in missing)
+    assert resolve_backend("auto") == expected
+    for name, mod in (("c", "lsr.kernels._csparse"), ("numba", "numba")):
+        if mod in missing:
+            with pytest.raises(MissingDependencyError, match="pip install"):
+                resolve_backend(name)
     postings = _postings([{0: 1.0}, {0: 2.0}], 1)
     assert topk(postings, SparseBatch.from_dicts([{0: 1.0}], 1), 1).ids.tolist() == [[1]]
+
+
+def test_numpy_backend_refuses_to_prune():
+    with pytest.raises(InvalidQueryError, match="numpy backend"):
+        topk(_postings([{0: 1.0}], 1), SparseBatch.from_dicts([{0: 1.0}], 1), 1, backend="numpy", algorithm="blockmax")
+
+
+@pytest.mark.parametrize("alpha", [0, -0.5, 1.5, float("nan")])
+def test_bad_alpha_is_rejected(alpha):
+    with pytest.raises(InvalidQueryError, match="alpha"):
+        topk(_postings([{0: 1.0}], 1), SparseBatch.from_dicts([{0: 1.0}], 1), 1, alpha=alpha)

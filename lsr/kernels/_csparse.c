@@ -1,0 +1,413 @@
+/*
+ * lsr C kernels: exact top-k of sparse queries over one segment's term-major postings.
+ *
+ *   taat_topk      exhaustive term-at-a-time accumulation + bounded heap
+ *   blockmax_topk  per-block upper bounds (sum of query weight x term block maximum), blocks visited by
+ *                  decreasing bound until none can beat the k-th score; exact when alpha == 1
+ *
+ * The same algorithms as lsr/kernels/_numba.py, line for line, and the same result as the scipy oracle
+ * (lsr/kernels/reference.py): score = sum over query terms, in query order, of q * w in float32; ties
+ * broken by ascending document id; hits with score <= 0 or deleted are never returned.
+ *
+ * Arrays come in through the buffer protocol (numpy arrays and memory maps, no copies). Every length is
+ * checked before the loop and every id read from an array is bounds-checked inside it: bad input raises
+ * ValueError, never a crash. The GIL is released around the loops; results go into preallocated output
+ * arrays, and a call handles the query range [q_start, q_end) so Python threads can split a batch.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------------------------ buffers */
+typedef enum { W_F32, W_U8, W_U16 } wtype_t;
+
+typedef struct {
+    Py_buffer view;
+    int held;
+} buf_t;
+
+static void release_all(buf_t *bufs, int n) {
+    for (int i = 0; i < n; i++) {
+        if (bufs[i].held) {
+            PyBuffer_Release(&bufs[i].view);
+            bufs[i].held = 0;
+        }
+    }
+}
+
+/* kind: 'i' int32, 'q' int64, 'f' float32, 'w' weights (float32/uint8/uint16), 'u' uint8 */
+static int get_buf(PyObject *obj, buf_t *b, char kind, int writable, const char *name) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, &b->view, flags) != 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be a C-contiguous%s array", name, writable ? " writable" : "");
+        return -1;
+    }
+    b->held = 1;
+    const char *f = b->view.format ? b->view.format : "B";
+    if (*f == '<' || *f == '=' || *f == '@') f++;
+    Py_ssize_t size = b->view.itemsize;
+    int ok;
+    switch (kind) {
+        case 'i': ok = size == 4 && (*f == 'i' || *f == 'l'); break;
+        case 'q': ok = size == 8 && (*f == 'q' || *f == 'l'); break;
+        case 'f': ok = size == 4 && *f == 'f'; break;
+        case 'u': ok = size == 1 && (*f == 'B' || *f == '?' || *f == 'b'); break;
+        case 'w': ok = (size == 4 && *f == 'f') || (size == 1 && *f == 'B') || (size == 2 && *f == 'H'); break;
+        default: ok = 0;
+    }
+    if (!ok) {
+        PyErr_Format(PyExc_ValueError, "%s has dtype format '%s' (itemsize %zd), which this kernel does not take",
+                     name, f, size);
+        return -1;
+    }
+    return 0;
+}
+
+static inline Py_ssize_t n_items(const buf_t *b) { return b->view.len / b->view.itemsize; }
+
+static wtype_t weight_type(const buf_t *b) {
+    if (b->view.itemsize == 1) return W_U8;
+    if (b->view.itemsize == 2) return W_U16;
+    return W_F32;
+}
+
+static inline float weight_at(const void *w, wtype_t t, int64_t p) {
+    switch (t) {
+        case W_U8: return (float)((const uint8_t *)w)[p];
+        case W_U16: return (float)((const uint16_t *)w)[p];
+        default: return ((const float *)w)[p];
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ heap */
+/* A min-heap on rank of capacity k: the root is the worst hit kept. (s_a, d_a) ranks below (s_b, d_b)
+ * when it has a lower score, or the same score and a larger id. */
+static inline int worse(float sa, int64_t da, float sb, int64_t db) { return sa < sb || (sa == sb && da > db); }
+
+static void sift_down(float *hs, int64_t *hd, int64_t size, int64_t pos) {
+    for (;;) {
+        int64_t left = 2 * pos + 1, child;
+        if (left >= size) return;
+        child = left;
+        if (left + 1 < size && worse(hs[left + 1], hd[left + 1], hs[left], hd[left])) child = left + 1;
+        if (!worse(hs[child], hd[child], hs[pos], hd[pos])) return;
+        float ts = hs[pos]; hs[pos] = hs[child]; hs[child] = ts;
+        int64_t td = hd[pos]; hd[pos] = hd[child]; hd[child] = td;
+        pos = child;
+    }
+}
+
+static int64_t heap_offer(float *hs, int64_t *hd, int64_t size, int64_t k, float s, int64_t d) {
+    if (size < k) {
+        int64_t pos = size;
+        hs[pos] = s; hd[pos] = d;
+        while (pos > 0) {
+            int64_t parent = (pos - 1) / 2;
+            if (!worse(hs[pos], hd[pos], hs[parent], hd[parent])) break;
+            float ts = hs[pos]; hs[pos] = hs[parent]; hs[parent] = ts;
+            int64_t td = hd[pos]; hd[pos] = hd[parent]; hd[parent] = td;
+            pos = parent;
+        }
+        return size + 1;
+    }
+    if (worse(hs[0], hd[0], s, d)) {
+        hs[0] = s; hd[0] = d;
+        sift_down(hs, hd, size, 0);
+    }
+    return size;
+}
+
+static void heap_drain(float *hs, int64_t *hd, int64_t size, int64_t *out_ids, float *out_scores, int64_t id_base) {
+    while (size > 0) {
+        size--;
+        out_scores[size] = hs[0];
+        out_ids[size] = hd[0] + id_base;
+        hs[0] = hs[size]; hd[0] = hd[size];
+        sift_down(hs, hd, size, 0);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ shared checks */
+typedef struct {
+    const int64_t *offsets; int64_t dim;
+    const int32_t *docs; const void *weights; wtype_t wtype; int64_t n_postings;
+    const int64_t *q_indptr; const int32_t *q_indices; const float *q_values; int64_t n_queries;
+    const uint8_t *deleted; int64_t n_docs; int64_t k;
+    int64_t *out_ids; float *out_scores;
+    int64_t q_start, q_end, id_base;
+} job_t;
+
+static int check_common(job_t *j, buf_t *b_off, buf_t *b_docs, buf_t *b_w, buf_t *b_qp, buf_t *b_qi, buf_t *b_qv,
+                        buf_t *b_del, buf_t *b_oi, buf_t *b_os) {
+    j->offsets = b_off->view.buf; j->dim = n_items(b_off) - 1;
+    j->docs = b_docs->view.buf; j->weights = b_w->view.buf; j->wtype = weight_type(b_w);
+    j->n_postings = n_items(b_docs);
+    j->q_indptr = b_qp->view.buf; j->q_indices = b_qi->view.buf; j->q_values = b_qv->view.buf;
+    j->n_queries = n_items(b_qp) - 1;
+    j->deleted = n_items(b_del) ? b_del->view.buf : NULL;
+    j->out_ids = b_oi->view.buf; j->out_scores = b_os->view.buf;
+    if (j->dim < 0 || j->n_queries < 0) { PyErr_SetString(PyExc_ValueError, "offsets and q_indptr need >= 1 entry"); return -1; }
+    if (n_items(b_w) != j->n_postings) { PyErr_SetString(PyExc_ValueError, "docs and weights differ in length"); return -1; }
+    if (j->offsets[0] != 0 || j->offsets[j->dim] != j->n_postings) {
+        PyErr_SetString(PyExc_ValueError, "offsets must start at 0 and end at the number of postings"); return -1;
+    }
+    for (int64_t t = 0; t < j->dim; t++)
+        if (j->offsets[t + 1] < j->offsets[t]) { PyErr_SetString(PyExc_ValueError, "offsets must be non-decreasing"); return -1; }
+    int64_t q_nnz = n_items(b_qi);
+    if (n_items(b_qv) != q_nnz || j->q_indptr[0] != 0 || j->q_indptr[j->n_queries] != q_nnz) {
+        PyErr_SetString(PyExc_ValueError, "q_indptr, q_indices and q_values are inconsistent"); return -1;
+    }
+    for (int64_t q = 0; q < j->n_queries; q++)
+        if (j->q_indptr[q + 1] < j->q_indptr[q]) { PyErr_SetString(PyExc_ValueError, "q_indptr must be non-decreasing"); return -1; }
+    for (int64_t i = 0; i < q_nnz; i++)
+        if (j->q_indices[i] < 0 || j->q_indices[i] >= j->dim) {
+            PyErr_Format(PyExc_ValueError, "query term id %d is outside [0, %lld)", j->q_indices[i], (long long)j->dim);
+            return -1;
+        }
+    if (j->n_docs < 0 || j->k < 1) { PyErr_SetString(PyExc_ValueError, "n_docs must be >= 0 and k >= 1"); return -1; }
+    if (j->deleted && n_items(b_del) != j->n_docs) { PyErr_SetString(PyExc_ValueError, "deleted mask length != n_docs"); return -1; }
+    if (j->q_start < 0 || j->q_end > j->n_queries || j->q_start > j->q_end) {
+        PyErr_SetString(PyExc_ValueError, "query range outside the batch"); return -1;
+    }
+    if (n_items(b_oi) != j->n_queries * j->k || n_items(b_os) != j->n_queries * j->k) {
+        PyErr_SetString(PyExc_ValueError, "outputs must have n_queries x k entries"); return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ exhaustive */
+/* returns 0, -1 (out of memory) or -2 (a doc id out of range) */
+static int run_taat(const job_t *j) {
+    int64_t n_docs = j->n_docs, k = j->k;
+    float *acc = calloc((size_t)(n_docs ? n_docs : 1), sizeof(float));
+    uint8_t *seen = calloc((size_t)(n_docs ? n_docs : 1), 1);
+    int32_t *touched = malloc(sizeof(int32_t) * (size_t)(n_docs ? n_docs : 1));
+    float *hs = malloc(sizeof(float) * (size_t)k);
+    int64_t *hd = malloc(sizeof(int64_t) * (size_t)k);
+    int status = 0;
+    if (!acc || !seen || !touched || !hs || !hd) { status = -1; goto done; }
+    for (int64_t q = j->q_start; q < j->q_end && status == 0; q++) {
+        int64_t n_touched = 0;
+        for (int64_t i = j->q_indptr[q]; i < j->q_indptr[q + 1]; i++) {
+            int32_t term = j->q_indices[i];
+            float w = j->q_values[i];
+            for (int64_t p = j->offsets[term]; p < j->offsets[term + 1]; p++) {
+                int32_t d = j->docs[p];
+                if ((uint32_t)d >= (uint64_t)n_docs) { status = -2; break; }
+                if (!seen[d]) { seen[d] = 1; touched[n_touched++] = d; }
+                acc[d] += w * weight_at(j->weights, j->wtype, p);
+            }
+        }
+        int64_t size = 0;
+        for (int64_t i = 0; i < n_touched; i++) {
+            int32_t d = touched[i];
+            float s = acc[d];
+            acc[d] = 0.0f; seen[d] = 0;
+            if (s > 0 && !(j->deleted && j->deleted[d])) size = heap_offer(hs, hd, size, k, s, d);
+        }
+        if (status == 0) heap_drain(hs, hd, size, j->out_ids + q * k, j->out_scores + q * k, j->id_base);
+    }
+done:
+    free(acc); free(seen); free(touched); free(hs); free(hd);
+    return status;
+}
+
+/* ------------------------------------------------------------------------------------------ block-max */
+typedef struct {
+    int64_t block_size;
+    const int64_t *offsets; const int32_t *ids; const void *maxima; const int64_t *starts;
+    int64_t n_entries;
+    float alpha;
+} blocks_t;
+
+/* first position in ids[lo:hi) holding a block id >= block */
+static inline int64_t lower_bound(const int32_t *ids, int64_t lo, int64_t hi, int32_t block) {
+    while (lo < hi) {
+        int64_t mid = (lo + hi) >> 1;
+        if (ids[mid] < block) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+typedef struct { float bound; int32_t block; } cand_t;
+
+static int cmp_cand(const void *a, const void *b) {
+    float x = ((const cand_t *)a)->bound, y = ((const cand_t *)b)->bound;
+    if (x > y) return -1;
+    if (x < y) return 1;
+    int32_t p = ((const cand_t *)a)->block, r = ((const cand_t *)b)->block;
+    return (p > r) - (p < r);
+}
+
+static int run_blockmax(const job_t *j, const blocks_t *bl) {
+    int64_t n_docs = j->n_docs, k = j->k, bs = bl->block_size;
+    int64_t n_blocks = (n_docs + bs - 1) / bs;
+    size_t nb = (size_t)(n_blocks ? n_blocks : 1);
+    float *ub = calloc(nb, sizeof(float));
+    uint8_t *marked = calloc(nb, 1);
+    cand_t *cand = malloc(sizeof(cand_t) * nb);
+    float *local = calloc((size_t)bs, sizeof(float));
+    float *hs = malloc(sizeof(float) * (size_t)k);
+    int64_t *hd = malloc(sizeof(int64_t) * (size_t)k);
+    wtype_t mt = j->wtype; /* block maxima share the postings' weight type */
+    int status = 0;
+    if (!ub || !marked || !cand || !local || !hs || !hd) { status = -1; goto done; }
+    for (int64_t q = j->q_start; q < j->q_end && status == 0; q++) {
+        int64_t q_lo = j->q_indptr[q], q_hi = j->q_indptr[q + 1], n_cand = 0;
+        /* 1. bounds, accumulated in query-term order (the order exact scores are summed in) */
+        for (int64_t i = q_lo; i < q_hi && status == 0; i++) {
+            int32_t term = j->q_indices[i];
+            float w = j->q_values[i];
+            for (int64_t e = bl->offsets[term]; e < bl->offsets[term + 1]; e++) {
+                int32_t b = bl->ids[e];
+                if ((uint32_t)b >= (uint64_t)n_blocks) { status = -2; break; }
+                if (!marked[b]) { marked[b] = 1; cand[n_cand++].block = b; }
+                ub[b] += w * weight_at(bl->maxima, mt, e);
+            }
+        }
+        for (int64_t c = 0; c < n_cand; c++) cand[c].bound = ub[cand[c].block];
+        qsort(cand, (size_t)n_cand, sizeof(cand_t), cmp_cand);
+        /* 2. blocks by decreasing bound until one cannot beat the k-th score */
+        int64_t size = 0;
+        for (int64_t c = 0; c < n_cand && status == 0; c++) {
+            if (size == k && cand[c].bound * bl->alpha < hs[0]) break;
+            int32_t b = cand[c].block;
+            int64_t base = (int64_t)b * bs;
+            for (int64_t i = q_lo; i < q_hi; i++) {
+                int32_t term = j->q_indices[i];
+                int64_t e_lo = bl->offsets[term], e_hi = bl->offsets[term + 1];
+                int64_t e = lower_bound(bl->ids, e_lo, e_hi, b);
+                if (e >= e_hi || bl->ids[e] != b) continue;
+                int64_t start = bl->starts[e];
+                int64_t end = e + 1 < e_hi ? bl->starts[e + 1] : j->offsets[term + 1];
+                if (start < j->offsets[term] || end > j->offsets[term + 1] || start > end) { status = -2; break; }
+                float w = j->q_values[i];
+                for (int64_t p = start; p < end; p++) {
+                    int64_t r = (int64_t)j->docs[p] - base;
+                    if (r < 0 || r >= bs || base + r >= n_docs) { status = -2; break; }
+                    local[r] += w * weight_at(j->weights, j->wtype, p);
+                }
+            }
+            for (int64_t r = 0; r < bs; r++) {
+                float s = local[r];
+                if (s > 0) {
+                    local[r] = 0.0f;
+                    int64_t d = base + r;
+                    if (!(j->deleted && j->deleted[d])) size = heap_offer(hs, hd, size, k, s, d);
+                }
+            }
+        }
+        for (int64_t c = 0; c < n_cand; c++) { ub[cand[c].block] = 0.0f; marked[cand[c].block] = 0; }
+        if (status == 0) heap_drain(hs, hd, size, j->out_ids + q * k, j->out_scores + q * k, j->id_base);
+    }
+done:
+    free(ub); free(marked); free(cand); free(local); free(hs); free(hd);
+    return status;
+}
+
+/* ------------------------------------------------------------------------------------------ Python API */
+static PyObject *finish(int status) {
+    if (status == -1) return PyErr_NoMemory();
+    if (status == -2) {
+        PyErr_SetString(PyExc_ValueError, "an index array holds an id outside its range (corrupt index?)");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_taat_topk(PyObject *self, PyObject *args) {
+    PyObject *o[11];
+    job_t j;
+    long long n_docs, k, q_start, q_end, id_base;
+    if (!PyArg_ParseTuple(args, "OOOOOOLLOOOLLL", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &n_docs, &k, &o[6],
+                          &o[7], &o[8], &q_start, &q_end, &id_base))
+        return NULL;
+    buf_t b[9];
+    memset(b, 0, sizeof b);
+    j.n_docs = n_docs; j.k = k; j.q_start = q_start; j.q_end = q_end; j.id_base = id_base;
+    if (get_buf(o[0], &b[0], 'q', 0, "offsets") || get_buf(o[1], &b[1], 'i', 0, "docs") ||
+        get_buf(o[2], &b[2], 'w', 0, "weights") || get_buf(o[3], &b[3], 'q', 0, "q_indptr") ||
+        get_buf(o[4], &b[4], 'i', 0, "q_indices") || get_buf(o[5], &b[5], 'f', 0, "q_values") ||
+        get_buf(o[6], &b[6], 'u', 0, "deleted") || get_buf(o[7], &b[7], 'q', 1, "out_ids") ||
+        get_buf(o[8], &b[8], 'f', 1, "out_scores") ||
+        check_common(&j, &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &b[6], &b[7], &b[8])) {
+        release_all(b, 9);
+        return NULL;
+    }
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = run_taat(&j);
+    Py_END_ALLOW_THREADS
+    release_all(b, 9);
+    return finish(status);
+}
+
+static PyObject *py_blockmax_topk(PyObject *self, PyObject *args) {
+    PyObject *o[15];
+    job_t j;
+    blocks_t bl;
+    long long block_size, n_docs, k, q_start, q_end, id_base;
+    double alpha;
+    if (!PyArg_ParseTuple(args, "OOOOOOOLOOOLLOdOOLLL", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                          &block_size, &o[7], &o[8], &o[9], &n_docs, &k, &o[10], &alpha, &o[11], &o[12],
+                          &q_start, &q_end, &id_base))
+        return NULL;
+    buf_t b[13];
+    memset(b, 0, sizeof b);
+    j.n_docs = n_docs; j.k = k; j.q_start = q_start; j.q_end = q_end; j.id_base = id_base;
+    if (get_buf(o[0], &b[0], 'q', 0, "offsets") || get_buf(o[1], &b[1], 'i', 0, "docs") ||
+        get_buf(o[2], &b[2], 'w', 0, "weights") || get_buf(o[3], &b[3], 'q', 0, "block_offsets") ||
+        get_buf(o[4], &b[4], 'i', 0, "block_ids") || get_buf(o[5], &b[5], 'w', 0, "block_maxima") ||
+        get_buf(o[6], &b[6], 'q', 0, "block_starts") || get_buf(o[7], &b[7], 'q', 0, "q_indptr") ||
+        get_buf(o[8], &b[8], 'i', 0, "q_indices") || get_buf(o[9], &b[9], 'f', 0, "q_values") ||
+        get_buf(o[10], &b[10], 'u', 0, "deleted") || get_buf(o[11], &b[11], 'q', 1, "out_ids") ||
+        get_buf(o[12], &b[12], 'f', 1, "out_scores") ||
+        check_common(&j, &b[0], &b[1], &b[2], &b[7], &b[8], &b[9], &b[10], &b[11], &b[12])) {
+        release_all(b, 13);
+        return NULL;
+    }
+    bl.block_size = block_size; bl.alpha = (float)alpha;
+    bl.offsets = b[3].view.buf; bl.ids = b[4].view.buf; bl.maxima = b[5].view.buf; bl.starts = b[6].view.buf;
+    bl.n_entries = n_items(&b[4]);
+    const char *err = NULL;
+    if (block_size < 1 || block_size > (1 << 20)) err = "block_size must be in [1, 2^20]";
+    else if (!(alpha > 0.0 && alpha <= 1.0)) err = "alpha must be in (0, 1]";
+    else if (n_items(&b[3]) != j.dim + 1) err = "block_offsets must have dim + 1 entries";
+    else if (b[5].view.itemsize != b[2].view.itemsize) err = "block maxima and weights differ in dtype";
+    else if (n_items(&b[5]) != bl.n_entries || n_items(&b[6]) != bl.n_entries) err = "block arrays differ in length";
+    else if (bl.offsets[0] != 0 || bl.offsets[j.dim] != bl.n_entries) err = "block_offsets do not span the blocks";
+    else {
+        for (int64_t t = 0; t < j.dim && !err; t++)
+            if (bl.offsets[t + 1] < bl.offsets[t]) err = "block_offsets must be non-decreasing";
+    }
+    if (err) {
+        release_all(b, 13);
+        PyErr_SetString(PyExc_ValueError, err);
+        return NULL;
+    }
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = run_blockmax(&j, &bl);
+    Py_END_ALLOW_THREADS
+    release_all(b, 13);
+    return finish(status);
+}
+
+static PyMethodDef methods[] = {
+    {"taat_topk", py_taat_topk, METH_VARARGS,
+     "taat_topk(offsets, docs, weights, q_indptr, q_indices, q_values, n_docs, k, deleted, out_ids, out_scores,"
+     " q_start, q_end, id_base) -> None"},
+    {"blockmax_topk", py_blockmax_topk, METH_VARARGS,
+     "blockmax_topk(offsets, docs, weights, block_offsets, block_ids, block_maxima, block_starts, block_size,"
+     " q_indptr, q_indices, q_values, n_docs, k, deleted, alpha, out_ids, out_scores, q_start, q_end, id_base)"
+     " -> None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_csparse", "lsr C scoring kernels", -1, methods,
+                                    NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__csparse(void) { return PyModule_Create(&module); }
