@@ -15,6 +15,7 @@ only needed to map rows to qrels, which the runners do not do.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -227,6 +228,8 @@ def make_parser(engine: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--batch-min-s", type=float, default=1.0,
                    help="repeat the multi-threaded batch until it has run this long (for a stable q/s)")
     p.add_argument("--no-batch", action="store_true", help="skip the multi-threaded batch run")
+    p.add_argument("--verbose", action="store_true",
+                   help="let the engine's build output through (default: it goes to WORK/build.log)")
     p.set_defaults(engine=engine)
     return p
 
@@ -241,6 +244,32 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
 # ---------------------------------------------------------------------------------------------- timing
 
 
+@contextlib.contextmanager
+def engine_output(args: argparse.Namespace):
+    """Send what the engine prints (Rust println, C++ spdlog, Java log4j: all on file descriptors 1 and 2)
+    to WORK/build.log unless --verbose."""
+    if args.verbose:
+        yield
+        return
+    log = open(args.work / "build.log", "ab")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+        log.close()
+
+
+
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     t0 = time.perf_counter()
     out = fn()
@@ -250,9 +279,10 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 def run_single(search: Callable[[Any], Any], prepared: Sequence[Any], warmup: int) -> tuple[list[Any], list[float]]:
     """One query at a time on the calling thread: ``search(prepared[i])`` is the only thing timed.
 
-    The first ``warmup`` queries are run once untimed first; then every query is run and timed."""
-    for p in prepared[:warmup]:
-        search(p)
+    ``warmup`` queries (cycling through the queries when there are fewer) are run untimed first; then every
+    query is run and timed once."""
+    for i in range(warmup if prepared else 0):
+        search(prepared[i % len(prepared)])
     raw, lat = [], []
     clock = time.perf_counter
     for p in prepared:

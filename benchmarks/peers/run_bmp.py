@@ -125,7 +125,8 @@ def main() -> None:
         indexer.finish()
         return bmp.Searcher(str(index_path))
 
-    searcher, build_s = C.timed(build)
+    with C.engine_output(args):
+        searcher, build_s = C.timed(build)
     index_bytes = C.dir_bytes(index_path)
 
     # Queries: dicts of float weights (BMP quantises them). A query none of whose terms is indexed would

@@ -74,7 +74,8 @@ def main() -> None:
                                            block_size=args.wand_block_size)
         return index, retr
 
-    (index, retr), build_s = C.timed(build)
+    with C.engine_output(args):
+        (index, retr), build_s = C.timed(build)
     ctxt = retr._ctxt
     index_bytes = C.dir_bytes(path)
     searched = sum(f.stat().st_size for f in path.iterdir()

@@ -102,13 +102,13 @@ def main() -> None:
             num_threads=args.build_threads,
         )
 
-    index, build_s = C.timed(build)
-    sys.stdout.flush()
     index_bytes, save_s = None, None
-    if not args.no_save:
-        prefix = args.work / f"seismic_{variant}"
-        _, save_s = C.timed(lambda: index.save(str(prefix)))
-        index_bytes = C.dir_bytes(Path(str(prefix) + ".index.seismic"))
+    with C.engine_output(args):
+        index, build_s = C.timed(build)
+        if not args.no_save:
+            prefix = args.work / f"seismic_{variant}"
+            _, save_s = C.timed(lambda: index.save(str(prefix)))
+            index_bytes = C.dir_bytes(Path(str(prefix) + ".index.seismic"))
 
     S = seismic.get_seismic_string()
     qids = [str(i) for i in range(q.n)]
