@@ -31,7 +31,7 @@ def _add_storage_options(p: argparse.ArgumentParser) -> None:
                    help="stored impact type; integers store round(weight x scale) [float32]")
     p.add_argument("--scale", type=float, default=None,
                    help="quantisation scale (100 is Anserini's convention) [largest weight -> type maximum]")
-    p.add_argument("--block-size", type=int, default=32, help="documents per block-max block [32]")
+    p.add_argument("--block-size", type=int, default=8, help="documents per block-max block [8]")
 
 
 def _storage_options(args: argparse.Namespace) -> dict:

@@ -92,7 +92,7 @@ BLOCK_ARRAYS: dict[str, tuple[str, str]] = {
     "block_maxima": ("blocks.maxima.npy", WEIGHTS),
     "block_starts": ("blocks.starts.npy", "int64"),
 }
-DEFAULT_BLOCK_SIZE = 32
+DEFAULT_BLOCK_SIZE = 8
 # Files up to this size have their checksum verified every time an index is opened.
 VERIFY_AT_OPEN_BYTES = 4 << 20
 

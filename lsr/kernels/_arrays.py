@@ -94,19 +94,14 @@ def build_block_maxima(postings: PostingArrays, block_size: int) -> BlockMaxima:
     """Vectorised: one entry per (term, block) pair that has postings."""
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}.")
-    n_postings = len(postings.docs)
     dim = postings.dim
-    if n_postings == 0:
-        return BlockMaxima(block_size, np.zeros(dim + 1, np.int64), np.zeros(0, np.int32),
-                           np.zeros(0, postings.weights.dtype), np.zeros(0, np.int64))
     terms = np.repeat(np.arange(dim, dtype=np.int64), np.diff(postings.offsets))
     blocks = postings.docs.astype(np.int64) // block_size
-    new_entry = np.ones(n_postings, bool)
+    new_entry = np.ones(len(terms), bool)
     new_entry[1:] = (terms[1:] != terms[:-1]) | (blocks[1:] != blocks[:-1])
     starts = np.flatnonzero(new_entry).astype(np.int64)
-    maxima = np.maximum.reduceat(postings.weights, starts)
-    entry_terms = terms[starts]
+    maxima = np.maximum.reduceat(postings.weights, starts) if len(terms) else postings.weights[:0]
     offsets = np.zeros(dim + 1, np.int64)
-    np.cumsum(np.bincount(entry_terms, minlength=dim), out=offsets[1:])
+    np.cumsum(np.bincount(terms[starts], minlength=dim), out=offsets[1:])
     return BlockMaxima(block_size, offsets, blocks[starts].astype(np.int32), maxima.astype(postings.weights.dtype),
                        starts)

@@ -2,8 +2,9 @@
  * lsr C kernels: exact top-k of sparse queries over one segment's term-major postings.
  *
  *   taat_topk      exhaustive term-at-a-time accumulation + bounded heap
- *   blockmax_topk  per-block upper bounds (sum of query weight x term block maximum), blocks visited by
- *                  decreasing bound until none can beat the k-th score; exact when alpha == 1
+ *   blockmax_topk  block-max pruning: per-term maxima over blocks of consecutive doc ids bound each block's
+ *                  scores; the best-bounded blocks seed the top k, then every block whose bound can still
+ *                  beat the k-th score is scored, by decreasing bound; exact when alpha == 1
  *
  * The same algorithms as lsr/kernels/_numba.py, line for line, and the same result as the scipy oracle
  * (lsr/kernels/reference.py): score = sum over query terms, in query order, of q * w in float32; ties
@@ -179,8 +180,11 @@ static int check_common(job_t *j, buf_t *b_off, buf_t *b_docs, buf_t *b_w, buf_t
 }
 
 /* ------------------------------------------------------------------------------------------ exhaustive */
-/* returns 0, -1 (out of memory) or -2 (a doc id out of range) */
-static int run_taat(const job_t *j) {
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* returns 0, -1 (out of memory) or -2 (a doc id out of range). `wt` is a compile-time constant at each call
+ * site below, so the weight-type switch in weight_at folds away: one specialised loop per stored type. */
+ALWAYS_INLINE int taat_impl(const job_t *j, const wtype_t wt) {
     int64_t n_docs = j->n_docs, k = j->k;
     float *acc = calloc((size_t)(n_docs ? n_docs : 1), sizeof(float));
     uint8_t *seen = calloc((size_t)(n_docs ? n_docs : 1), 1);
@@ -198,7 +202,7 @@ static int run_taat(const job_t *j) {
                 int32_t d = j->docs[p];
                 if ((uint32_t)d >= (uint64_t)n_docs) { status = -2; break; }
                 if (!seen[d]) { seen[d] = 1; touched[n_touched++] = d; }
-                acc[d] += w * weight_at(j->weights, j->wtype, p);
+                acc[d] += w * weight_at(j->weights, wt, p);
             }
         }
         int64_t size = 0;
@@ -215,97 +219,133 @@ done:
     return status;
 }
 
+static int taat_f32(const job_t *j) { return taat_impl(j, W_F32); }
+static int taat_u8(const job_t *j) { return taat_impl(j, W_U8); }
+static int taat_u16(const job_t *j) { return taat_impl(j, W_U16); }
+
+static int run_taat(const job_t *j) {
+    return j->wtype == W_U8 ? taat_u8(j) : j->wtype == W_U16 ? taat_u16(j) : taat_f32(j);
+}
+
 /* ------------------------------------------------------------------------------------------ block-max */
 typedef struct {
     int64_t block_size;
     const int64_t *offsets; const int32_t *ids; const void *maxima; const int64_t *starts;
     int64_t n_entries;
     float alpha;
+    int64_t n_seeds;
 } blocks_t;
 
-/* first position in ids[lo:hi) holding a block id >= block */
-static inline int64_t lower_bound(const int32_t *ids, int64_t lo, int64_t hi, int32_t block) {
-    while (lo < hi) {
-        int64_t mid = (lo + hi) >> 1;
-        if (ids[mid] < block) lo = mid + 1; else hi = mid;
-    }
-    return lo;
-}
-
-typedef struct { float bound; int32_t block; } cand_t;
+typedef struct { float bound; int32_t id; } cand_t;
 
 static int cmp_cand(const void *a, const void *b) {
     float x = ((const cand_t *)a)->bound, y = ((const cand_t *)b)->bound;
     if (x > y) return -1;
     if (x < y) return 1;
-    int32_t p = ((const cand_t *)a)->block, r = ((const cand_t *)b)->block;
+    int32_t p = ((const cand_t *)a)->id, r = ((const cand_t *)b)->id;
     return (p > r) - (p < r);
 }
 
-static int run_blockmax(const job_t *j, const blocks_t *bl) {
+typedef struct {
+    float *local; float *hs; int64_t *hd; int64_t size;
+} scorer_t;
+
+/* Score every document of block b exactly and offer each to the heap. Returns 0 or -2 (corrupt ids). */
+ALWAYS_INLINE int score_block(const job_t *j, const blocks_t *bl, scorer_t *sc, int64_t q_lo, int64_t q_hi,
+                              int32_t b, const wtype_t wt) {
+    int64_t bs = bl->block_size, base = (int64_t)b * bs;
+    float *local = sc->local;
+    for (int64_t i = q_lo; i < q_hi; i++) {
+        int32_t term = j->q_indices[i];
+        int64_t lo = bl->offsets[term], hi = bl->offsets[term + 1], e_end = hi;
+        while (lo < hi) { /* lower bound of b among the term's block ids */
+            int64_t mid = (lo + hi) >> 1;
+            if (bl->ids[mid] < b) lo = mid + 1; else hi = mid;
+        }
+        if (lo >= e_end || bl->ids[lo] != b) continue;
+        int64_t start = bl->starts[lo];
+        int64_t end = lo + 1 < e_end ? bl->starts[lo + 1] : j->offsets[term + 1];
+        if (start < j->offsets[term] || end > j->offsets[term + 1] || start > end) return -2;
+        float w = j->q_values[i];
+        for (int64_t p = start; p < end; p++) {
+            int64_t r = (int64_t)j->docs[p] - base;
+            if ((uint64_t)r >= (uint64_t)bs || base + r >= j->n_docs) return -2;
+            local[r] += w * weight_at(j->weights, wt, p);
+        }
+    }
+    for (int64_t r = 0; r < bs; r++) {
+        float s = local[r];
+        if (s > 0) {
+            local[r] = 0.0f;
+            int64_t d = base + r;
+            if (!(j->deleted && j->deleted[d])) sc->size = heap_offer(sc->hs, sc->hd, sc->size, j->k, s, d);
+        }
+    }
+    return 0;
+}
+
+/* 1. a bound per block: sum over query terms of weight x the term's block maximum, in query-term order --
+ *    the order exact scores are summed in, so (float addition being monotone) no document scores above
+ *    its block's bound; 2. seed the top k with the n_seeds blocks of highest bound; 3. every other block
+ *    whose bound can still beat the k-th score, by decreasing bound, until one cannot. */
+ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_t wt) {
     int64_t n_docs = j->n_docs, k = j->k, bs = bl->block_size;
-    int64_t n_blocks = (n_docs + bs - 1) / bs;
+    int64_t n_blocks = (n_docs + bs - 1) / bs, n_seeds = bl->n_seeds;
     size_t nb = (size_t)(n_blocks ? n_blocks : 1);
     float *ub = calloc(nb, sizeof(float));
-    uint8_t *marked = calloc(nb, 1);
     cand_t *cand = malloc(sizeof(cand_t) * nb);
-    float *local = calloc((size_t)bs, sizeof(float));
-    float *hs = malloc(sizeof(float) * (size_t)k);
-    int64_t *hd = malloc(sizeof(int64_t) * (size_t)k);
-    wtype_t mt = j->wtype; /* block maxima share the postings' weight type */
+    float *seed_s = malloc(sizeof(float) * (size_t)n_seeds);
+    int64_t *seed_b = malloc(sizeof(int64_t) * (size_t)n_seeds);
+    scorer_t sc = {calloc((size_t)bs, sizeof(float)), malloc(sizeof(float) * (size_t)k),
+                   malloc(sizeof(int64_t) * (size_t)k), 0};
     int status = 0;
-    if (!ub || !marked || !cand || !local || !hs || !hd) { status = -1; goto done; }
+    if (!ub || !cand || !seed_s || !seed_b || !sc.local || !sc.hs || !sc.hd) { status = -1; goto done; }
     for (int64_t q = j->q_start; q < j->q_end && status == 0; q++) {
-        int64_t q_lo = j->q_indptr[q], q_hi = j->q_indptr[q + 1], n_cand = 0;
-        /* 1. bounds, accumulated in query-term order (the order exact scores are summed in) */
+        int64_t q_lo = j->q_indptr[q], q_hi = j->q_indptr[q + 1];
         for (int64_t i = q_lo; i < q_hi && status == 0; i++) {
             int32_t term = j->q_indices[i];
             float w = j->q_values[i];
             for (int64_t e = bl->offsets[term]; e < bl->offsets[term + 1]; e++) {
                 int32_t b = bl->ids[e];
                 if ((uint32_t)b >= (uint64_t)n_blocks) { status = -2; break; }
-                if (!marked[b]) { marked[b] = 1; cand[n_cand++].block = b; }
-                ub[b] += w * weight_at(bl->maxima, mt, e);
+                ub[b] += w * weight_at(bl->maxima, wt, e);
             }
         }
-        for (int64_t c = 0; c < n_cand; c++) cand[c].bound = ub[cand[c].block];
+        int64_t n_seed = 0;
+        for (int64_t b = 0; b < n_blocks; b++)
+            if (ub[b] > 0) n_seed = heap_offer(seed_s, seed_b, n_seed, n_seeds, ub[b], b);
+        sc.size = 0;
+        for (int64_t i = 0; i < n_seed && status == 0; i++) {
+            status = score_block(j, bl, &sc, q_lo, q_hi, (int32_t)seed_b[i], wt);
+            ub[seed_b[i]] = 0.0f; /* scored */
+        }
+        float threshold = sc.size == k ? sc.hs[0] : 0.0f;
+        int64_t n_cand = 0;
+        for (int64_t b = 0; b < n_blocks; b++) {
+            float bound = ub[b];
+            if (bound > 0) {
+                ub[b] = 0.0f;
+                if (bound * bl->alpha >= threshold) { cand[n_cand].bound = bound; cand[n_cand].id = (int32_t)b; n_cand++; }
+            }
+        }
         qsort(cand, (size_t)n_cand, sizeof(cand_t), cmp_cand);
-        /* 2. blocks by decreasing bound until one cannot beat the k-th score */
-        int64_t size = 0;
         for (int64_t c = 0; c < n_cand && status == 0; c++) {
-            if (size == k && cand[c].bound * bl->alpha < hs[0]) break;
-            int32_t b = cand[c].block;
-            int64_t base = (int64_t)b * bs;
-            for (int64_t i = q_lo; i < q_hi; i++) {
-                int32_t term = j->q_indices[i];
-                int64_t e_lo = bl->offsets[term], e_hi = bl->offsets[term + 1];
-                int64_t e = lower_bound(bl->ids, e_lo, e_hi, b);
-                if (e >= e_hi || bl->ids[e] != b) continue;
-                int64_t start = bl->starts[e];
-                int64_t end = e + 1 < e_hi ? bl->starts[e + 1] : j->offsets[term + 1];
-                if (start < j->offsets[term] || end > j->offsets[term + 1] || start > end) { status = -2; break; }
-                float w = j->q_values[i];
-                for (int64_t p = start; p < end; p++) {
-                    int64_t r = (int64_t)j->docs[p] - base;
-                    if (r < 0 || r >= bs || base + r >= n_docs) { status = -2; break; }
-                    local[r] += w * weight_at(j->weights, j->wtype, p);
-                }
-            }
-            for (int64_t r = 0; r < bs; r++) {
-                float s = local[r];
-                if (s > 0) {
-                    local[r] = 0.0f;
-                    int64_t d = base + r;
-                    if (!(j->deleted && j->deleted[d])) size = heap_offer(hs, hd, size, k, s, d);
-                }
-            }
+            if (sc.size == k && cand[c].bound * bl->alpha < sc.hs[0]) break;
+            status = score_block(j, bl, &sc, q_lo, q_hi, cand[c].id, wt);
         }
-        for (int64_t c = 0; c < n_cand; c++) { ub[cand[c].block] = 0.0f; marked[cand[c].block] = 0; }
-        if (status == 0) heap_drain(hs, hd, size, j->out_ids + q * k, j->out_scores + q * k, j->id_base);
+        if (status == 0) heap_drain(sc.hs, sc.hd, sc.size, j->out_ids + q * k, j->out_scores + q * k, j->id_base);
     }
 done:
-    free(ub); free(marked); free(cand); free(local); free(hs); free(hd);
+    free(ub); free(cand); free(seed_s); free(seed_b); free(sc.local); free(sc.hs); free(sc.hd);
     return status;
+}
+
+static int blockmax_f32(const job_t *j, const blocks_t *bl) { return blockmax_impl(j, bl, W_F32); }
+static int blockmax_u8(const job_t *j, const blocks_t *bl) { return blockmax_impl(j, bl, W_U8); }
+static int blockmax_u16(const job_t *j, const blocks_t *bl) { return blockmax_impl(j, bl, W_U16); }
+
+static int run_blockmax(const job_t *j, const blocks_t *bl) {
+    return j->wtype == W_U8 ? blockmax_u8(j, bl) : j->wtype == W_U16 ? blockmax_u16(j, bl) : blockmax_f32(j, bl);
 }
 
 /* ------------------------------------------------------------------------------------------ Python API */
@@ -349,10 +389,10 @@ static PyObject *py_blockmax_topk(PyObject *self, PyObject *args) {
     PyObject *o[15];
     job_t j;
     blocks_t bl;
-    long long block_size, n_docs, k, q_start, q_end, id_base;
+    long long block_size, n_docs, k, q_start, q_end, id_base, n_seeds;
     double alpha;
-    if (!PyArg_ParseTuple(args, "OOOOOOOLOOOLLOdOOLLL", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
-                          &block_size, &o[7], &o[8], &o[9], &n_docs, &k, &o[10], &alpha, &o[11], &o[12],
+    if (!PyArg_ParseTuple(args, "OOOOOOOLOOOLLOdLOOLLL", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                          &block_size, &o[7], &o[8], &o[9], &n_docs, &k, &o[10], &alpha, &n_seeds, &o[11], &o[12],
                           &q_start, &q_end, &id_base))
         return NULL;
     buf_t b[13];
@@ -369,11 +409,12 @@ static PyObject *py_blockmax_topk(PyObject *self, PyObject *args) {
         release_all(b, 13);
         return NULL;
     }
-    bl.block_size = block_size; bl.alpha = (float)alpha;
+    bl.block_size = block_size; bl.alpha = (float)alpha; bl.n_seeds = n_seeds;
     bl.offsets = b[3].view.buf; bl.ids = b[4].view.buf; bl.maxima = b[5].view.buf; bl.starts = b[6].view.buf;
     bl.n_entries = n_items(&b[4]);
     const char *err = NULL;
-    if (block_size < 1 || block_size > (1 << 20)) err = "block_size must be in [1, 2^20]";
+    if (block_size < 1 || block_size > (1 << 16)) err = "block_size must be in [1, 65536]";
+    else if (n_seeds < 1 || n_seeds > (1 << 20)) err = "n_seeds must be in [1, 2^20]";
     else if (!(alpha > 0.0 && alpha <= 1.0)) err = "alpha must be in (0, 1]";
     else if (n_items(&b[3]) != j.dim + 1) err = "block_offsets must have dim + 1 entries";
     else if (b[5].view.itemsize != b[2].view.itemsize) err = "block maxima and weights differ in dtype";
@@ -402,8 +443,8 @@ static PyMethodDef methods[] = {
      " q_start, q_end, id_base) -> None"},
     {"blockmax_topk", py_blockmax_topk, METH_VARARGS,
      "blockmax_topk(offsets, docs, weights, block_offsets, block_ids, block_maxima, block_starts, block_size,"
-     " q_indptr, q_indices, q_values, n_docs, k, deleted, alpha, out_ids, out_scores, q_start, q_end, id_base)"
-     " -> None"},
+     " q_indptr, q_indices, q_values, n_docs, k, deleted, alpha, n_seeds, out_ids, out_scores, q_start, q_end,"
+     " id_base) -> None"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -137,74 +137,93 @@ def _find_block(block_ids, lo, hi, block):
     return -1 if lo >= end or block_ids[lo] != block else lo
 
 
+@njit(inline="always")
+def _score_block(b, block_size, q_lo, q_hi, q_indices, q_values, offsets, docs, weights, b_offsets, b_ids,
+                 b_starts, local, n_docs, deleted, has_deleted, heap_s, heap_d, size, k):
+    """Score every document of block ``b`` exactly and offer each to the heap; returns the heap size."""
+    base = b * block_size
+    for j in range(q_lo, q_hi):
+        term = q_indices[j]
+        e = _find_block(b_ids, b_offsets[term], b_offsets[term + 1], b)
+        if e < 0:
+            continue
+        end = b_starts[e + 1] if e + 1 < b_offsets[term + 1] else offsets[term + 1]
+        w = q_values[j]
+        for p in range(b_starts[e], end):
+            local[docs[p] - base] += w * np.float32(weights[p])
+    for r in range(block_size):
+        s = local[r]
+        if s > 0:
+            local[r] = 0.0
+            d = base + r
+            if not (has_deleted and deleted[d] != 0):
+                size = heap_offer(heap_s, heap_d, size, k, s, d)
+    return size
+
+
 @njit(parallel=True, nogil=True, cache=True)
 def _blockmax(offsets, docs, weights, b_offsets, b_ids, b_max, b_starts, block_size, q_indptr, q_indices,
-              q_values, n_docs, k, deleted, alpha, n_chunks, id_base, out_ids, out_scores):
+              q_values, n_docs, k, deleted, alpha, n_seeds, n_chunks, id_base, out_ids, out_scores):
     n_queries = len(q_indptr) - 1
     n_blocks = (n_docs + block_size - 1) // block_size
     has_deleted = len(deleted) > 0
     for chunk in prange(n_chunks):
         ub = np.zeros(n_blocks, np.float32)
-        candidates = np.empty(n_blocks, np.int32)
-        marked = np.zeros(n_blocks, np.uint8)
+        seed_s = np.empty(n_seeds, np.float32)
+        seed_b = np.empty(n_seeds, np.int64)
+        cand_s = np.empty(n_blocks, np.float32)
+        cand_b = np.empty(n_blocks, np.int64)
         local = np.zeros(block_size, np.float32)
         heap_s = np.empty(k, np.float32)
         heap_d = np.empty(k, np.int64)
         for q in range(chunk, n_queries, n_chunks):
             q_lo, q_hi = q_indptr[q], q_indptr[q + 1]
-            # 1. an upper bound per block: sum over query terms of weight x the term's block maximum,
-            #    accumulated in query-term order -- the order exact scores are summed in, so (float addition
-            #    being monotone) no document can score above its block's bound.
-            n_cand = 0
+            # 1. a bound per block: sum over query terms of weight x the term's block maximum, in query-term
+            #    order -- the order exact scores are summed in, so (float addition being monotone) no document
+            #    scores above its block's bound
             for j in range(q_lo, q_hi):
                 term = q_indices[j]
                 w = q_values[j]
                 for e in range(b_offsets[term], b_offsets[term + 1]):
-                    b = b_ids[e]
-                    if marked[b] == 0:
-                        marked[b] = 1
-                        candidates[n_cand] = b
-                        n_cand += 1
-                    ub[b] += w * np.float32(b_max[e])
-            # 2. visit blocks by decreasing bound; stop once a bound cannot beat the k-th best score.
-            cand = candidates[:n_cand]
-            bounds = np.empty(n_cand, np.float32)
-            for i in range(n_cand):
-                bounds[i] = ub[cand[i]]
-            order = np.argsort(-bounds)
+                    ub[b_ids[e]] += w * np.float32(b_max[e])
+            # 2. seed the top k with the blocks of the highest bounds (one linear scan keeps the best n_seeds)
+            n_seed = 0
+            for b in range(n_blocks):
+                if ub[b] > 0:
+                    n_seed = heap_offer(seed_s, seed_b, n_seed, n_seeds, ub[b], b)
             size = 0
+            for i in range(n_seed):
+                b = seed_b[i]
+                size = _score_block(b, block_size, q_lo, q_hi, q_indices, q_values, offsets, docs, weights, b_offsets,
+                                    b_ids, b_starts, local, n_docs, deleted, has_deleted, heap_s, heap_d, size, k)
+                ub[b] = 0.0  # scored
+            # 3. every other block that could still beat the k-th score, by decreasing bound
+            threshold = heap_s[0] if size == k else np.float32(0.0)
+            n_cand = 0
+            for b in range(n_blocks):
+                bound = ub[b]
+                if bound > 0:
+                    ub[b] = 0.0
+                    if bound * alpha >= threshold:
+                        cand_s[n_cand] = bound
+                        cand_b[n_cand] = b
+                        n_cand += 1
+            order = np.argsort(-cand_s[:n_cand])
             for i in range(n_cand):
-                b = cand[order[i]]
-                if size == k and bounds[order[i]] * alpha < heap_s[0]:
+                bound = cand_s[order[i]]
+                if size == k and bound * alpha < heap_s[0]:
                     break
-                base = b * block_size
-                for j in range(q_lo, q_hi):
-                    term = q_indices[j]
-                    e = _find_block(b_ids, b_offsets[term], b_offsets[term + 1], b)
-                    if e < 0:
-                        continue
-                    end = b_starts[e + 1] if e + 1 < b_offsets[term + 1] else offsets[term + 1]
-                    w = q_values[j]
-                    for p in range(b_starts[e], end):
-                        local[docs[p] - base] += w * np.float32(weights[p])
-                for r in range(block_size):
-                    s = local[r]
-                    if s > 0:
-                        local[r] = 0.0
-                        d = base + r
-                        if not (has_deleted and deleted[d] != 0):
-                            size = heap_offer(heap_s, heap_d, size, k, s, d)
-            for i in range(n_cand):
-                ub[cand[i]] = 0.0
-                marked[cand[i]] = 0
+                size = _score_block(cand_b[order[i]], block_size, q_lo, q_hi, q_indices, q_values, offsets, docs,
+                                    weights, b_offsets, b_ids, b_starts, local, n_docs, deleted, has_deleted,
+                                    heap_s, heap_d, size, k)
             heap_drain(heap_s, heap_d, size, out_ids, out_scores, q, id_base)
 
 
 def blockmax_topk(offsets, docs, weights, blocks, q_indptr, q_indices, q_values, n_docs, k, deleted,
-                  out_ids, out_scores, id_base=0, alpha=1.0):
+                  out_ids, out_scores, id_base=0, alpha=1.0, n_seeds=16):
     """Block-max pruned top-k; exact (the oracle's result) when ``alpha`` is 1."""
     n_queries = len(q_indptr) - 1
     n_chunks = max(1, min(n_queries, numba.get_num_threads()))
-    _blockmax(offsets, docs, weights, blocks.offsets, blocks.ids, blocks.maxima, blocks.starts,
-              blocks.block_size, q_indptr, q_indices, q_values, n_docs, k, deleted, np.float32(alpha),
-              n_chunks, id_base, out_ids, out_scores)
+    _blockmax(offsets, docs, weights, blocks.offsets, blocks.ids, blocks.maxima, blocks.starts, blocks.block_size,
+              q_indptr, q_indices, q_values, n_docs, k, deleted, np.float32(alpha), n_seeds, n_chunks, id_base,
+              out_ids, out_scores)
