@@ -144,6 +144,8 @@ def quantise_docs(docs: Csr, q: dict | None) -> Csr:
     kind = q["kind"]
     if kind == "f16":
         vals = docs.values.astype(np.float16).astype(np.float64)
+    elif kind == "impact":  # lsr: round(w x scale) clipped to [0, doc_max], dequantised by 1 / scale
+        vals = np.clip(round_scale(docs.values, q["doc_scale"]), 0, q["doc_max"]) / q["doc_scale"]
     elif kind in ("round", "u8"):
         vals = round_scale(docs.values, q["doc_scale"])
         if kind == "u8":
@@ -165,8 +167,8 @@ def quantise_query(indices: np.ndarray, values: np.ndarray, q: dict | None) -> t
     if not q:
         return indices, values.astype(np.float64)
     kind = q["kind"]
-    if kind == "f16":
-        return indices, values.astype(np.float64)  # Seismic keeps query weights in f32
+    if kind in ("f16", "impact"):
+        return indices, values.astype(np.float64)  # Seismic and lsr keep query weights in f32
     if kind == "round":
         v = round_scale(values, q["query_scale"])
     elif kind == "u8":
@@ -215,7 +217,7 @@ def topk_of(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_parser(engine: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="exchange folder (docs.npz, queries.npz, ...)")
     p.add_argument("--work", type=Path, required=True, help="work folder for the engine's index files")
     p.add_argument("--k", type=int, default=10, help="hits per query")

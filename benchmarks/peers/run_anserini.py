@@ -69,7 +69,7 @@ def start_jvm(options: list[str]) -> float:
 
 
 def main() -> None:
-    p = C.make_parser("anserini", __doc__.split("\n")[0])
+    p = C.make_parser("anserini", __doc__)
     p.add_argument("--scale", type=float, default=100.0, help="quantisation: round(scale x w), docs and queries")
     p.add_argument("--min-idf", type=float, default=-1.0, help="LuceneImpactSearcher min_idf (keep all: -1)")
     p.add_argument("--no-optimize", action="store_true", help="do not merge the index into one segment")

@@ -27,6 +27,10 @@ Knobs:
   --settings  several "alpha,beta" pairs separated by ';' on one build: the JSON is then a list.
   --bsize     documents per block (<= 256; BMP stores in-block doc ids as u8).
   --compress-range  compress the block upper bounds (smaller index, a little slower).
+BMP 0.2.8 panics (a Rust Option::unwrap in b_search) when no block's upper bound exceeds its initial
+threshold, e.g. for a query none of whose terms is indexed: such queries are not sent (empty result,
+extra.unsearchable_queries), and any other panic is caught, answered empty and counted
+(extra.panicked_queries; the Rust backtrace goes to stderr).
 Term tokens are "t<id>" (BMP's Python Indexer takes a str -> u32 dict and numbers terms itself, in u16:
 at most 65,536 distinct terms). Documents are indexed under their row number. BMP's Python Searcher has
 no multi-threaded batch search (and holds the GIL), so qps_threads is null.
@@ -91,7 +95,7 @@ def _qrow(q: C.Csr, i: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main() -> None:
-    p = C.make_parser("bmp", __doc__.split("\n")[0])
+    p = C.make_parser("bmp", __doc__)
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--beta", type=float, default=1.0)
     p.add_argument("--settings", default=None, help='"alpha,beta;alpha,beta;..." (overrides --alpha/--beta)')
@@ -147,10 +151,20 @@ def main() -> None:
 
     objs = []
     for alpha, beta in settings:
-        def search(pq, alpha=alpha, beta=beta):
+        panics = set()
+
+        def search(pq, alpha=alpha, beta=beta, panics=panics):
             if pq is None:
                 return [], []
-            return searcher.search(pq, k=args.k, alpha=alpha, beta=beta)
+            try:
+                return searcher.search(pq, k=args.k, alpha=alpha, beta=beta)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:  # pyo3's PanicException is a BaseException
+                # bmp panics (Option::unwrap in b_search) when no block's bound exceeds the initial threshold,
+                # e.g. a query none of whose terms is indexed: answered empty and counted.
+                panics.add(id(pq))
+                return [], []
 
         raw, lat = C.run_single(search, prepared, args.warmup)
         objs.append(C.result_object(
@@ -165,7 +179,8 @@ def main() -> None:
             scores=[list(r[1]) for r in raw],
             data=data,
             quantisation=quant,
-            extra={"u16_wrapped_queries": wrapped, "unsearchable_queries": sum(p is None for p in prepared)},
+            extra={"u16_wrapped_queries": wrapped, "unsearchable_queries": sum(p is None for p in prepared),
+                   "panicked_queries": len(panics)},
         ))
     out = objs if args.settings else objs[0]
     C.write_json(args.out, out)

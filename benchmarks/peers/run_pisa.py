@@ -41,7 +41,7 @@ SAFE = ("maxscore", "block_max_wand", "block_max_maxscore", "wand", "ranked_or")
 
 
 def main() -> None:
-    p = C.make_parser("pisa", __doc__.split("\n")[0])
+    p = C.make_parser("pisa", __doc__)
     p.add_argument("--encoding", default="block_simdbp", help="PISA index encoding")
     p.add_argument("--wand-block-size", type=int, default=64, help="postings per block of the block-max data")
     p.add_argument("--scale", type=float, default=100.0, help="quantisation: round(scale x w) for docs and queries")

@@ -48,7 +48,7 @@ def topk_dense(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main() -> None:
-    p = C.make_parser("scipy", __doc__.split("\n")[0])
+    p = C.make_parser("scipy", __doc__)
     args = C.finish_args(p.parse_args())
     variant = args.variant or "qdt"
     if variant not in ("qdt", "dq"):

@@ -56,7 +56,7 @@ def parse_settings(text: str) -> list[tuple[int, float]]:
 
 
 def main() -> None:
-    p = C.make_parser("seismic", __doc__.split("\n")[0])
+    p = C.make_parser("seismic", __doc__)
     p.add_argument("--query-cut", type=int, default=10)
     p.add_argument("--heap-factor", type=float, default=0.7)
     p.add_argument("--settings", default=None, help='"qc,hf;qc,hf;..." (overrides --query-cut/--heap-factor)')

@@ -1,0 +1,94 @@
+"""lsr in the benchmark: the same command line and result JSON as the peer runners (benchmarks/peers/).
+
+    python benchmarks/run_lsr.py --data DIR --work WORK --k 10 --out result.json \
+        [--weights float32|uint8|uint16] [--block-size 8] \
+        [--variant c-blockmax,c-exhaustive,numba-blockmax,numba-exhaustive] [--settings "1,0;0.9,10"]
+
+One index is built (timed: writing every file, fsyncs included) and every variant searches it; the JSON is
+a list with one result object per (variant, setting). A setting is ``alpha,query_cut`` (query_cut 0 = all
+terms); "1,0", the default, is exact. Single-thread latency runs one query per call through
+``Searcher.search`` (the library's public path, Python overhead included); the batch run passes all queries
+in one call, spread over --threads threads by the kernel.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
+import _common as C  # noqa: E402
+
+from lsr import __version__  # noqa: E402
+from lsr.index import IndexWriter, Searcher, Vocabulary, open_index  # noqa: E402
+from lsr.kernels import set_threads  # noqa: E402
+from lsr.types import SparseBatch  # noqa: E402
+
+
+def parse_settings(text: str) -> list[tuple[float, int | None]]:
+    out = []
+    for part in text.replace(" ", "").split(";"):
+        if part:
+            alpha, cut = part.split(",")
+            out.append((float(alpha), int(cut) or None))
+    return out
+
+
+def main() -> None:
+    p = C.make_parser("lsr", __doc__)
+    p.add_argument("--weights", default="float32", choices=["float32", "uint8", "uint16"])
+    p.add_argument("--scale", type=float, default=None)
+    p.add_argument("--block-size", type=int, default=8)
+    p.add_argument("--settings", default="1,0")
+    args = C.finish_args(p.parse_args())
+    variants = (args.variant or "c-blockmax,c-exhaustive").split(",")
+    data = C.load_exchange(args.data, args.max_queries)
+    d = data.docs
+    docs = SparseBatch(d.indptr, d.indices, d.values, d.dim)
+    queries = SparseBatch(data.queries.indptr, data.queries.indices, data.queries.values, data.queries.dim)
+    index_dir = args.work / "index"
+    shutil.rmtree(index_dir, ignore_errors=True)
+    vocabulary = Vocabulary.from_tokens([f"t{i}" for i in range(d.dim)], source="benchmark")
+
+    def build():
+        with IndexWriter.create(index_dir, vocabulary, None, weight_dtype=args.weights, scale=args.scale,
+                                block_size=args.block_size) as writer:
+            writer.add([str(i) for i in range(d.n)], docs)
+
+    _, build_s = C.timed(build)
+    index = open_index(index_dir)
+    weights = index.manifest.weights
+    quantisation = None if weights["dtype"] == "float32" else {
+        "kind": "impact", "doc_scale": weights["scale"], "doc_max": int(np.iinfo(weights["dtype"]).max)}
+    singles = [queries.slice(i, i + 1) for i in range(queries.n)]
+    objects = []
+    for variant in variants:
+        backend, algorithm = variant.split("-")
+        searcher = Searcher(index, backend)
+        for alpha, query_cut in parse_settings(args.settings) if algorithm == "blockmax" else [(1.0, None)]:
+            options = {"algorithm": algorithm, "alpha": alpha, "query_cut": query_cut}
+            set_threads(1)
+            raw, lat = C.run_single(lambda q, o=options: searcher.search(q, args.k, **o), singles, args.warmup)
+            qps = None
+            if not args.no_batch:
+                set_threads(args.threads)
+                qps = C.run_batch(lambda o=options: searcher.search(queries, args.k, **o), queries.n,
+                                  args.batch_min_s)
+            objects.append(C.result_object(
+                args, variant=f"{variant}" + ("" if alpha == 1 and query_cut is None else
+                                              f" alpha={alpha:g} cut={query_cut or 'all'}"),
+                params={"weights": weights, "block_size": args.block_size, "alpha": alpha, "query_cut": query_cut,
+                        "lsr": __version__},
+                build_s=build_s, index_bytes=C.dir_bytes(index_dir), latency_ms=lat, qps_threads=qps,
+                results=[h.row(0)[0].tolist() for h in raw], scores=[h.row(0)[1].tolist() for h in raw],
+                data=data, quantisation=quantisation,
+            ))
+    C.write_json(args.out, objects)
+    C.report(objects)
+
+
+if __name__ == "__main__":
+    main()
