@@ -2,7 +2,7 @@
 
     python benchmarks/run_lsr.py --data DIR --work WORK --k 10 --out result.json \
         [--weights float32|uint8|uint16] [--block-size 8] \
-        [--variant c-blockmax,c-exhaustive,numba-blockmax,numba-exhaustive] [--settings "1,0;0.9,10"]
+        [--variant c-auto,c-blockmax,c-exhaustive,numba-auto,...] [--settings "1,0;0.9,10"]
 
 One index is built (timed: writing every file, fsyncs included) and every variant searches it; the JSON is
 a list with one result object per (variant, setting). A setting is ``alpha,query_cut`` (query_cut 0 = all
@@ -44,7 +44,7 @@ def main() -> None:
     p.add_argument("--block-size", type=int, default=8)
     p.add_argument("--settings", default="1,0")
     args = C.finish_args(p.parse_args())
-    variants = (args.variant or "c-blockmax,c-exhaustive").split(",")
+    variants = (args.variant or "c-auto,c-blockmax,c-exhaustive").split(",")
     data = C.load_exchange(args.data, args.max_queries)
     d = data.docs
     docs = SparseBatch(d.indptr, d.indices, d.values, d.dim)
@@ -68,14 +68,14 @@ def main() -> None:
     for variant in variants:
         backend, algorithm = variant.split("-")
         searcher = Searcher(index, backend)
-        for alpha, query_cut in parse_settings(args.settings) if algorithm == "blockmax" else [(1.0, None)]:
+        for alpha, query_cut in parse_settings(args.settings) if algorithm != "exhaustive" else [(1.0, None)]:
             options = {"algorithm": algorithm, "alpha": alpha, "query_cut": query_cut}
             set_threads(1)
-            raw, lat = C.run_single(lambda q, o=options: searcher.search(q, args.k, **o), singles, args.warmup)
+            raw, lat = C.run_single(lambda q, o=options, s=searcher: s.search(q, args.k, **o), singles, args.warmup)
             qps = None
             if not args.no_batch:
                 set_threads(args.threads)
-                qps = C.run_batch(lambda o=options: searcher.search(queries, args.k, **o), queries.n,
+                qps = C.run_batch(lambda o=options, s=searcher: s.search(queries, args.k, **o), queries.n,
                                   args.batch_min_s)
             objects.append(C.result_object(
                 args, variant=f"{variant}" + ("" if alpha == 1 and query_cut is None else

@@ -41,7 +41,7 @@ def _storage_options(args: argparse.Namespace) -> dict:
 def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", help="kernel backend: auto, c, numba, numpy [auto]")
     p.add_argument("--algorithm", default="auto", choices=["auto", "exhaustive", "blockmax"],
-                   help="exact algorithm [auto: blockmax when the index has block maxima]")
+                   help="exact algorithm [auto: block-max, falling back to exhaustive per query when cheaper]")
     p.add_argument("--alpha", type=float, default=1.0,
                    help="approximate: skip a block unless alpha x its bound reaches the k-th score [1 = exact]")
     p.add_argument("--query-cut", type=int, default=None,

@@ -4,8 +4,11 @@
 
 Backends (``auto`` picks the fastest installed): ``c`` (the compiled extension ``_csparse``), ``numba``,
 and ``numpy`` (the scipy oracle in :mod:`lsr.kernels.reference`, exhaustive only).
-Algorithms: ``exhaustive`` (term-at-a-time over every posting of the query's terms) and ``blockmax``
-(per-block upper bounds, blocks visited by decreasing bound until none can beat the k-th score; exact).
+Algorithms: ``exhaustive`` (term-at-a-time over every posting of the query's terms), ``blockmax``
+(per-block upper bounds, blocks visited by decreasing bound until none can beat the k-th score; exact),
+and ``auto``: block-max that switches a query to exhaustive scoring when, after its best blocks set a
+threshold, scoring the blocks still in the running would cost more (long queries, small or unclustered
+collections).
 Approximation knobs, both off by default: ``alpha < 1`` skips a block unless ``alpha x bound`` reaches
 the k-th score (BMP's factor), and ``query_cut`` keeps each query's heaviest terms (Seismic's query cut).
 Every exact configuration returns exactly the oracle's result (tests/kernels); callers never depend on
@@ -32,7 +35,7 @@ log = logging.getLogger(__name__)
 
 MAX_K = 10_000
 _BACKENDS = ("c", "numba", "numpy")  # fastest first
-ALGORITHMS = ("exhaustive", "blockmax")
+ALGORITHMS = ("exhaustive", "blockmax", "auto")
 _INSTALL_HINT = {
     "c": "the C extension was not built: reinstall lsr with a C compiler present (pip install -e .)",
     "numba": "numba is not installed: pip install numba",
@@ -65,10 +68,10 @@ def resolve_backend(backend: str) -> str:
 
 
 def resolve_algorithm(algorithm: str, postings: PostingArrays, backend: str) -> str:
-    if algorithm not in ("auto", *ALGORITHMS):
-        raise InvalidQueryError(f"unknown algorithm {algorithm!r}; choose one of auto, {', '.join(ALGORITHMS)}.")
+    if algorithm not in ALGORITHMS:
+        raise InvalidQueryError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
     if algorithm == "auto":
-        return "blockmax" if postings.blocks is not None and backend != "numpy" else "exhaustive"
+        return "auto" if postings.blocks is not None and backend != "numpy" else "exhaustive"
     if algorithm == "blockmax" and postings.blocks is None:
         raise InvalidQueryError("algorithm 'blockmax' needs block maxima; this index has none.")
     return algorithm
@@ -166,5 +169,5 @@ def topk(
     else:
         impl.blockmax_topk(postings.offsets, postings.docs, postings.weights, postings.blocks, queries.indptr,
                            queries.indices, q_values, postings.n_docs, k, mask, hits.ids, hits.scores, id_base,
-                           alpha)
+                           alpha, adaptive=algorithm == "auto")
     return hits

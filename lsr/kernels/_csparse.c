@@ -184,38 +184,58 @@ static int check_common(job_t *j, buf_t *b_off, buf_t *b_docs, buf_t *b_w, buf_t
 
 /* returns 0, -1 (out of memory) or -2 (a doc id out of range). `wt` is a compile-time constant at each call
  * site below, so the weight-type switch in weight_at folds away: one specialised loop per stored type. */
-ALWAYS_INLINE int taat_impl(const job_t *j, const wtype_t wt) {
-    int64_t n_docs = j->n_docs, k = j->k;
-    float *acc = calloc((size_t)(n_docs ? n_docs : 1), sizeof(float));
-    uint8_t *seen = calloc((size_t)(n_docs ? n_docs : 1), 1);
-    int32_t *touched = malloc(sizeof(int32_t) * (size_t)(n_docs ? n_docs : 1));
-    float *hs = malloc(sizeof(float) * (size_t)k);
-    int64_t *hd = malloc(sizeof(int64_t) * (size_t)k);
-    int status = 0;
-    if (!acc || !seen || !touched || !hs || !hd) { status = -1; goto done; }
-    for (int64_t q = j->q_start; q < j->q_end && status == 0; q++) {
-        int64_t n_touched = 0;
-        for (int64_t i = j->q_indptr[q]; i < j->q_indptr[q + 1]; i++) {
-            int32_t term = j->q_indices[i];
-            float w = j->q_values[i];
-            for (int64_t p = j->offsets[term]; p < j->offsets[term + 1]; p++) {
-                int32_t d = j->docs[p];
-                if ((uint32_t)d >= (uint64_t)n_docs) { status = -2; break; }
-                if (!seen[d]) { seen[d] = 1; touched[n_touched++] = d; }
-                acc[d] += w * weight_at(j->weights, wt, p);
-            }
+typedef struct { float *acc; uint8_t *seen; int32_t *touched; } taat_scratch_t;
+
+static int taat_scratch_alloc(taat_scratch_t *ts, int64_t n_docs) {
+    size_t n = (size_t)(n_docs ? n_docs : 1);
+    ts->acc = calloc(n, sizeof(float));
+    ts->seen = calloc(n, 1);
+    ts->touched = malloc(sizeof(int32_t) * n);
+    return ts->acc && ts->seen && ts->touched ? 0 : -1;
+}
+
+static void taat_scratch_free(taat_scratch_t *ts) { free(ts->acc); free(ts->seen); free(ts->touched); }
+
+/* Exact top-k of query q by exhaustive accumulation into the heap (hs, hd); returns the heap size, or -2
+ * for a doc id out of range. The scratch is left zeroed for the next query. */
+ALWAYS_INLINE int64_t taat_query(const job_t *j, int64_t q, taat_scratch_t *ts, float *hs, int64_t *hd,
+                                 const wtype_t wt) {
+    int64_t n_docs = j->n_docs, n_touched = 0, size = 0;
+    float *acc = ts->acc;
+    uint8_t *seen = ts->seen;
+    int32_t *touched = ts->touched;
+    int bad = 0;
+    for (int64_t i = j->q_indptr[q]; i < j->q_indptr[q + 1] && !bad; i++) {
+        int32_t term = j->q_indices[i];
+        float w = j->q_values[i];
+        for (int64_t p = j->offsets[term]; p < j->offsets[term + 1]; p++) {
+            int32_t d = j->docs[p];
+            if ((uint32_t)d >= (uint64_t)n_docs) { bad = 1; break; }
+            if (!seen[d]) { seen[d] = 1; touched[n_touched++] = d; }
+            acc[d] += w * weight_at(j->weights, wt, p);
         }
-        int64_t size = 0;
-        for (int64_t i = 0; i < n_touched; i++) {
-            int32_t d = touched[i];
-            float s = acc[d];
-            acc[d] = 0.0f; seen[d] = 0;
-            if (s > 0 && !(j->deleted && j->deleted[d])) size = heap_offer(hs, hd, size, k, s, d);
-        }
-        if (status == 0) heap_drain(hs, hd, size, j->out_ids + q * k, j->out_scores + q * k, j->id_base);
     }
-done:
-    free(acc); free(seen); free(touched); free(hs); free(hd);
+    for (int64_t i = 0; i < n_touched; i++) {
+        int32_t d = touched[i];
+        float s = acc[d];
+        acc[d] = 0.0f; seen[d] = 0;
+        if (s > 0 && !(j->deleted && j->deleted[d])) size = heap_offer(hs, hd, size, j->k, s, d);
+    }
+    return bad ? -2 : size;
+}
+
+ALWAYS_INLINE int taat_impl(const job_t *j, const wtype_t wt) {
+    taat_scratch_t ts = {NULL, NULL, NULL};
+    float *hs = malloc(sizeof(float) * (size_t)j->k);
+    int64_t *hd = malloc(sizeof(int64_t) * (size_t)j->k);
+    int status = taat_scratch_alloc(&ts, j->n_docs);
+    if (!hs || !hd) status = -1;
+    for (int64_t q = j->q_start; q < j->q_end && status == 0; q++) {
+        int64_t size = taat_query(j, q, &ts, hs, hd, wt);
+        if (size < 0) status = (int)size;
+        else heap_drain(hs, hd, size, j->out_ids + q * j->k, j->out_scores + q * j->k, j->id_base);
+    }
+    taat_scratch_free(&ts); free(hs); free(hd);
     return status;
 }
 
@@ -234,7 +254,13 @@ typedef struct {
     int64_t n_entries;
     float alpha;
     int64_t n_seeds;
+    int adaptive; /* fall back to exhaustive scoring when too many blocks remain to be scored */
 } blocks_t;
+
+/* Adaptive mode: once the seeds set a threshold, scoring the remaining candidate blocks costs about this
+ * many posting visits per (block, query term) -- a binary search and a short run -- while exhaustive
+ * scoring costs one visit per posting of the query's terms; the cheaper is taken. */
+#define BLOCK_TERM_COST 4
 
 typedef struct { float bound; int32_t id; } cand_t;
 
@@ -298,6 +324,7 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
     int64_t *seed_b = malloc(sizeof(int64_t) * (size_t)n_seeds);
     scorer_t sc = {calloc((size_t)bs, sizeof(float)), malloc(sizeof(float) * (size_t)k),
                    malloc(sizeof(int64_t) * (size_t)k), 0};
+    taat_scratch_t ts = {NULL, NULL, NULL}; /* allocated on the first fallback */
     int status = 0;
     if (!ub || !cand || !seed_s || !seed_b || !sc.local || !sc.hs || !sc.hd) { status = -1; goto done; }
     for (int64_t q = j->q_start; q < j->q_end && status == 0; q++) {
@@ -328,6 +355,17 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
                 if (bound * bl->alpha >= threshold) { cand[n_cand].bound = bound; cand[n_cand].id = (int32_t)b; n_cand++; }
             }
         }
+        if (bl->adaptive && status == 0) {
+            int64_t postings = 0;
+            for (int64_t i = q_lo; i < q_hi; i++) postings += j->offsets[j->q_indices[i] + 1] - j->offsets[j->q_indices[i]];
+            if (n_cand * (q_hi - q_lo) * BLOCK_TERM_COST > postings) {
+                if (!ts.acc && taat_scratch_alloc(&ts, n_docs) != 0) { status = -1; break; }
+                int64_t size = taat_query(j, q, &ts, sc.hs, sc.hd, wt);
+                if (size < 0) { status = (int)size; break; }
+                heap_drain(sc.hs, sc.hd, size, j->out_ids + q * k, j->out_scores + q * k, j->id_base);
+                continue;
+            }
+        }
         qsort(cand, (size_t)n_cand, sizeof(cand_t), cmp_cand);
         for (int64_t c = 0; c < n_cand && status == 0; c++) {
             if (sc.size == k && cand[c].bound * bl->alpha < sc.hs[0]) break;
@@ -337,6 +375,7 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
     }
 done:
     free(ub); free(cand); free(seed_s); free(seed_b); free(sc.local); free(sc.hs); free(sc.hd);
+    taat_scratch_free(&ts);
     return status;
 }
 
@@ -391,9 +430,10 @@ static PyObject *py_blockmax_topk(PyObject *self, PyObject *args) {
     blocks_t bl;
     long long block_size, n_docs, k, q_start, q_end, id_base, n_seeds;
     double alpha;
-    if (!PyArg_ParseTuple(args, "OOOOOOOLOOOLLOdLOOLLL", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
-                          &block_size, &o[7], &o[8], &o[9], &n_docs, &k, &o[10], &alpha, &n_seeds, &o[11], &o[12],
-                          &q_start, &q_end, &id_base))
+    int adaptive;
+    if (!PyArg_ParseTuple(args, "OOOOOOOLOOOLLOdLpOOLLL", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                          &block_size, &o[7], &o[8], &o[9], &n_docs, &k, &o[10], &alpha, &n_seeds, &adaptive,
+                          &o[11], &o[12], &q_start, &q_end, &id_base))
         return NULL;
     buf_t b[13];
     memset(b, 0, sizeof b);
@@ -409,7 +449,7 @@ static PyObject *py_blockmax_topk(PyObject *self, PyObject *args) {
         release_all(b, 13);
         return NULL;
     }
-    bl.block_size = block_size; bl.alpha = (float)alpha; bl.n_seeds = n_seeds;
+    bl.block_size = block_size; bl.alpha = (float)alpha; bl.n_seeds = n_seeds; bl.adaptive = adaptive;
     bl.offsets = b[3].view.buf; bl.ids = b[4].view.buf; bl.maxima = b[5].view.buf; bl.starts = b[6].view.buf;
     bl.n_entries = n_items(&b[4]);
     const char *err = NULL;
@@ -443,8 +483,8 @@ static PyMethodDef methods[] = {
      " q_start, q_end, id_base) -> None"},
     {"blockmax_topk", py_blockmax_topk, METH_VARARGS,
      "blockmax_topk(offsets, docs, weights, block_offsets, block_ids, block_maxima, block_starts, block_size,"
-     " q_indptr, q_indices, q_values, n_docs, k, deleted, alpha, n_seeds, out_ids, out_scores, q_start, q_end,"
-     " id_base) -> None"},
+     " q_indptr, q_indices, q_values, n_docs, k, deleted, alpha, n_seeds, adaptive, out_ids, out_scores, q_start,"
+     " q_end, id_base) -> None"},
     {NULL, NULL, 0, NULL},
 };
 

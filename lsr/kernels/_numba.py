@@ -78,11 +78,39 @@ def heap_drain(heap_s, heap_d, size, out_ids, out_scores, row, id_base):
         _sift_down(heap_s, heap_d, size, 0)
 
 
+@njit(inline="always")
+def _taat_query(q, offsets, docs, weights, q_indptr, q_indices, q_values, k, deleted, has_deleted, acc, seen,
+                touched, heap_s, heap_d):
+    """Exact top-k of query ``q`` by exhaustive accumulation; returns the heap size. Scratch is left zeroed."""
+    n_terms = len(offsets) - 1
+    n_touched = 0
+    for j in range(q_indptr[q], q_indptr[q + 1]):
+        term = q_indices[j]
+        if term >= n_terms:
+            continue
+        w = q_values[j]
+        for p in range(offsets[term], offsets[term + 1]):
+            d = docs[p]
+            if seen[d] == 0:
+                seen[d] = 1
+                touched[n_touched] = d
+                n_touched += 1
+            acc[d] += w * np.float32(weights[p])
+    size = 0
+    for i in range(n_touched):
+        d = touched[i]
+        s = acc[d]
+        acc[d] = 0.0
+        seen[d] = 0
+        if s > 0 and not (has_deleted and deleted[d] != 0):
+            size = heap_offer(heap_s, heap_d, size, k, s, d)
+    return size
+
+
 @njit(parallel=True, nogil=True, cache=True)
 def _taat(offsets, docs, weights, q_indptr, q_indices, q_values, n_docs, k, deleted, n_chunks,
           id_base, out_ids, out_scores):
     n_queries = len(q_indptr) - 1
-    n_terms = len(offsets) - 1
     has_deleted = len(deleted) > 0
     for chunk in prange(n_chunks):
         acc = np.zeros(n_docs, np.float32)
@@ -91,27 +119,8 @@ def _taat(offsets, docs, weights, q_indptr, q_indices, q_values, n_docs, k, dele
         heap_s = np.empty(k, np.float32)
         heap_d = np.empty(k, np.int64)
         for q in range(chunk, n_queries, n_chunks):
-            n_touched = 0
-            for j in range(q_indptr[q], q_indptr[q + 1]):
-                term = q_indices[j]
-                if term >= n_terms:
-                    continue
-                w = q_values[j]
-                for p in range(offsets[term], offsets[term + 1]):
-                    d = docs[p]
-                    if seen[d] == 0:
-                        seen[d] = 1
-                        touched[n_touched] = d
-                        n_touched += 1
-                    acc[d] += w * np.float32(weights[p])
-            size = 0
-            for i in range(n_touched):
-                d = touched[i]
-                s = acc[d]
-                acc[d] = 0.0
-                seen[d] = 0
-                if s > 0 and not (has_deleted and deleted[d] != 0):
-                    size = heap_offer(heap_s, heap_d, size, k, s, d)
+            size = _taat_query(q, offsets, docs, weights, q_indptr, q_indices, q_values, k, deleted, has_deleted,
+                               acc, seen, touched, heap_s, heap_d)
             heap_drain(heap_s, heap_d, size, out_ids, out_scores, q, id_base)
 
 
@@ -161,9 +170,15 @@ def _score_block(b, block_size, q_lo, q_hi, q_indices, q_values, offsets, docs, 
     return size
 
 
+# Adaptive mode: once the seeds set a threshold, scoring the remaining candidate blocks costs about this many
+# posting visits per (block, query term) -- a binary search and a short run -- while exhaustive scoring costs
+# one visit per posting of the query's terms; the cheaper is taken. (Same constant as the C kernel.)
+BLOCK_TERM_COST = 4
+
+
 @njit(parallel=True, nogil=True, cache=True)
 def _blockmax(offsets, docs, weights, b_offsets, b_ids, b_max, b_starts, block_size, q_indptr, q_indices,
-              q_values, n_docs, k, deleted, alpha, n_seeds, n_chunks, id_base, out_ids, out_scores):
+              q_values, n_docs, k, deleted, alpha, n_seeds, adaptive, n_chunks, id_base, out_ids, out_scores):
     n_queries = len(q_indptr) - 1
     n_blocks = (n_docs + block_size - 1) // block_size
     has_deleted = len(deleted) > 0
@@ -176,6 +191,10 @@ def _blockmax(offsets, docs, weights, b_offsets, b_ids, b_max, b_starts, block_s
         local = np.zeros(block_size, np.float32)
         heap_s = np.empty(k, np.float32)
         heap_d = np.empty(k, np.int64)
+        scratch = n_docs if adaptive else 0
+        acc = np.zeros(scratch, np.float32)
+        seen = np.zeros(scratch, np.uint8)
+        touched = np.empty(scratch, np.int32)
         for q in range(chunk, n_queries, n_chunks):
             q_lo, q_hi = q_indptr[q], q_indptr[q + 1]
             # 1. a bound per block: sum over query terms of weight x the term's block maximum, in query-term
@@ -208,6 +227,15 @@ def _blockmax(offsets, docs, weights, b_offsets, b_ids, b_max, b_starts, block_s
                         cand_s[n_cand] = bound
                         cand_b[n_cand] = b
                         n_cand += 1
+            if adaptive:
+                postings = 0
+                for j in range(q_lo, q_hi):
+                    postings += offsets[q_indices[j] + 1] - offsets[q_indices[j]]
+                if n_cand * (q_hi - q_lo) * BLOCK_TERM_COST > postings:
+                    size = _taat_query(q, offsets, docs, weights, q_indptr, q_indices, q_values, k, deleted,
+                                       has_deleted, acc, seen, touched, heap_s, heap_d)
+                    heap_drain(heap_s, heap_d, size, out_ids, out_scores, q, id_base)
+                    continue
             order = np.argsort(-cand_s[:n_cand])
             for i in range(n_cand):
                 bound = cand_s[order[i]]
@@ -220,10 +248,11 @@ def _blockmax(offsets, docs, weights, b_offsets, b_ids, b_max, b_starts, block_s
 
 
 def blockmax_topk(offsets, docs, weights, blocks, q_indptr, q_indices, q_values, n_docs, k, deleted,
-                  out_ids, out_scores, id_base=0, alpha=1.0, n_seeds=16):
-    """Block-max pruned top-k; exact (the oracle's result) when ``alpha`` is 1."""
+                  out_ids, out_scores, id_base=0, alpha=1.0, adaptive=False, n_seeds=16):
+    """Block-max pruned top-k; exact (the oracle's result) when ``alpha`` is 1. ``adaptive`` scores a query
+    exhaustively instead when too many blocks would remain to be scored."""
     n_queries = len(q_indptr) - 1
     n_chunks = max(1, min(n_queries, numba.get_num_threads()))
     _blockmax(offsets, docs, weights, blocks.offsets, blocks.ids, blocks.maxima, blocks.starts, blocks.block_size,
-              q_indptr, q_indices, q_values, n_docs, k, deleted, np.float32(alpha), n_seeds, n_chunks, id_base,
-              out_ids, out_scores)
+              q_indptr, q_indices, q_values, n_docs, k, deleted, np.float32(alpha), n_seeds, bool(adaptive),
+              n_chunks, id_base, out_ids, out_scores)

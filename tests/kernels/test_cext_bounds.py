@@ -22,7 +22,8 @@ def _case():
         "q_values": q.values.copy(), "deleted": np.zeros(0, np.uint8),
         "out_ids": np.full((1, 2), -1, np.int64), "out_scores": np.full((1, 2), -np.inf, np.float32),
     }
-    return arrays, {"n_docs": 3, "k": 2, "block_size": 2, "alpha": 1.0, "n_seeds": 1, "q_start": 0, "q_end": 1}
+    return arrays, {"n_docs": 3, "k": 2, "block_size": 2, "alpha": 1.0, "n_seeds": 1, "adaptive": False,
+                    "q_start": 0, "q_end": 1}
 
 
 def taat(a, s):
@@ -33,7 +34,7 @@ def taat(a, s):
 def blockmax(a, s):
     _csparse.blockmax_topk(a["offsets"], a["docs"], a["weights"], a["b_offsets"], a["b_ids"], a["b_max"],
                            a["b_starts"], s["block_size"], a["q_indptr"], a["q_indices"], a["q_values"],
-                           s["n_docs"], s["k"], a["deleted"], s["alpha"], s["n_seeds"], a["out_ids"],
+                           s["n_docs"], s["k"], a["deleted"], s["alpha"], s["n_seeds"], s["adaptive"], a["out_ids"],
                            a["out_scores"], s["q_start"], s["q_end"], 0)
 
 

@@ -14,6 +14,7 @@ from lsr.types import Hits, SparseBatch
 BACKENDS = available_backends()
 # every (backend, algorithm) pair that exists; the numpy oracle only scores exhaustively
 CONFIGS = [(b, a) for b in BACKENDS for a in ALGORITHMS if not (b == "numpy" and a == "blockmax")]
+PRUNING_BACKENDS = [b for b in BACKENDS if b != "numpy"]
 CONFIG_IDS = [f"{b}-{a}" for b, a in CONFIGS]
 
 # Multiples of 1/8 up to 8: every product and every sum of a few of them is exact in float32, so backends
@@ -225,6 +226,21 @@ def test_fallback_when_backends_are_missing(monkeypatch, missing):
                 resolve_backend(name)
     postings = _postings([{0: 1.0}, {0: 2.0}], 1)
     assert topk(postings, SparseBatch.from_dicts([{0: 1.0}], 1), 1).ids.tolist() == [[1]]
+
+
+@pytest.mark.parametrize("backend", PRUNING_BACKENDS)
+@pytest.mark.parametrize("n_terms", [1, 40])
+def test_auto_is_exact_on_both_of_its_paths(backend, n_terms):
+    """auto keeps block-max for a one-term query over clustered blocks and falls back to exhaustive scoring
+    for a long query whose blocks all stay in the running; both must equal the oracle."""
+    rng = np.random.default_rng(n_terms)
+    rows = [{int(t): float(rng.integers(1, 64)) / 8 for t in rng.choice(60, 12, replace=False)} for _ in range(3000)]
+    postings = PostingArrays.from_documents(SparseBatch.from_dicts(rows, 60), block_size=8)
+    queries = SparseBatch.from_dicts(
+        [{int(t): float(rng.integers(1, 64)) / 8 for t in rng.choice(60, n_terms, replace=False)} for _ in range(5)],
+        60)
+    assert_same_hits(topk(postings, queries, 10, backend=backend, algorithm="auto"),
+                     reference.topk(postings, queries, 10))
 
 
 def test_numpy_backend_refuses_to_prune():
