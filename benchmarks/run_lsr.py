@@ -43,6 +43,7 @@ def main() -> None:
     p.add_argument("--scale", type=float, default=None)
     p.add_argument("--block-size", type=int, default=8)
     p.add_argument("--settings", default="1,0")
+    p.add_argument("--reorder", choices=["none", "bp"], default="none")
     args = C.finish_args(p.parse_args())
     variants = (args.variant or "c-auto,c-blockmax,c-exhaustive").split(",")
     data = C.load_exchange(args.data, args.max_queries)
@@ -55,7 +56,8 @@ def main() -> None:
 
     def build():
         with IndexWriter.create(index_dir, vocabulary, None, weight_dtype=args.weights, scale=args.scale,
-                                block_size=args.block_size) as writer:
+                                block_size=args.block_size,
+                                reorder=None if args.reorder == "none" else args.reorder) as writer:
             writer.add([str(i) for i in range(d.n)], docs)
 
     _, build_s = C.timed(build)
@@ -80,8 +82,8 @@ def main() -> None:
             objects.append(C.result_object(
                 args, variant=f"{variant}" + ("" if alpha == 1 and query_cut is None else
                                               f" alpha={alpha:g} cut={query_cut or 'all'}"),
-                params={"weights": weights, "block_size": args.block_size, "alpha": alpha, "query_cut": query_cut,
-                        "lsr": __version__},
+                params={"weights": weights, "block_size": args.block_size, "reorder": args.reorder, "alpha": alpha,
+                        "query_cut": query_cut, "lsr": __version__},
                 build_s=build_s, index_bytes=C.dir_bytes(index_dir), latency_ms=lat, qps_threads=qps,
                 results=[h.row(0)[0].tolist() for h in raw], scores=[h.row(0)[1].tolist() for h in raw],
                 data=data, quantisation=quantisation,

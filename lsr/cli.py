@@ -32,10 +32,13 @@ def _add_storage_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=float, default=None,
                    help="quantisation scale (100 is Anserini's convention) [largest weight -> type maximum]")
     p.add_argument("--block-size", type=int, default=8, help="documents per block-max block [8]")
+    p.add_argument("--reorder", choices=["none", "bp"], default="none",
+                   help="order documents by graph bisection for tighter block maxima [none]")
 
 
 def _storage_options(args: argparse.Namespace) -> dict:
-    return {"weight_dtype": args.weights, "scale": args.scale, "block_size": args.block_size}
+    return {"weight_dtype": args.weights, "scale": args.scale, "block_size": args.block_size,
+            "reorder": None if args.reorder == "none" else args.reorder}
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:

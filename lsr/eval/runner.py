@@ -142,7 +142,8 @@ def _reusable(index_dir: Path, model: str, storage: dict[str, Any] | None) -> bo
     manifest = index.manifest
     same_storage = (manifest.weights["dtype"] == storage.get("weight_dtype", "float32")
                     and (storage.get("scale") is None or manifest.weights["scale"] == storage["scale"])
-                    and manifest.block_size == storage.get("block_size", manifest.block_size))
+                    and manifest.block_size == storage.get("block_size", manifest.block_size)
+                    and manifest.reorder == storage.get("reorder"))
     return (index.encoder_config or {}).get("model") == model and same_storage
 
 

@@ -127,6 +127,7 @@ class Manifest:
     encoder: dict[str, Any] | None  # how queries must be encoded (None: vectors supplied by the user)
     weights: dict[str, Any] = field(default_factory=lambda: {"dtype": "float32", "scale": 1.0})
     block_size: int | None = DEFAULT_BLOCK_SIZE
+    reorder: str | None = None  # how documents are ordered inside each segment: None (as added) or "bp"
     segments: list[SegmentInfo] = field(default_factory=list)
     generation: int = 0
     next_segment: int = 1
@@ -155,6 +156,7 @@ class Manifest:
             "encoder": self.encoder,
             "weights": self.weights,
             "block_size": self.block_size,
+            "reorder": self.reorder,
             "n_docs": self.n_docs,
             "n_deleted": self.n_deleted,
             "next_segment": self.next_segment,
@@ -180,6 +182,7 @@ class Manifest:
                 encoder=data["encoder"],
                 weights=_weights_of(data["weights"]),
                 block_size=data.get("block_size"),
+                reorder=data.get("reorder"),
                 segments=[SegmentInfo(**s) for s in data["segments"]],
                 generation=int(data["generation"]),
                 next_segment=int(data["next_segment"]),

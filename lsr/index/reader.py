@@ -200,16 +200,16 @@ class Index:
 
     @cached_property
     def _id_lookup(self) -> dict[str, int]:
+        """External id -> live internal id. Deleted documents are skipped (a replaced document's old and new
+        versions share an external id, and after reordering either may come first)."""
         lookup = {}
         for seg in self.segments:
             offsets = np.asarray(seg.docid_offsets)
             raw = bytes(seg.docid_bytes)
+            dead = self.deleted_mask(seg)
             for local in range(seg.info.n_docs):
-                lookup[raw[offsets[local] : offsets[local + 1]].decode("utf-8")] = seg.info.doc_base + local
-        for d in self.deleted_ids.tolist():
-            ext = self.external_ids(np.array([d]))[0]
-            if lookup.get(ext) == d:
-                del lookup[ext]
+                if dead is None or not dead[local]:
+                    lookup[raw[offsets[local] : offsets[local + 1]].decode("utf-8")] = seg.info.doc_base + local
         return lookup
 
     def internal_id(self, external_id: str) -> int | None:

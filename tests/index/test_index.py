@@ -201,3 +201,55 @@ def test_damaged_vocabulary_is_detected(tmp_path):
     (tmp_path / "idx" / "vocab.json").write_text('["x"]')
     with pytest.raises(IndexFormatError):
         open_index(tmp_path / "idx")
+
+
+@settings(max_examples=25)
+@given(seed=st.integers(0, 2**32 - 1), sizes=st.lists(st.integers(1, 40), min_size=1, max_size=3),
+       n_deletes=st.integers(0, 5), n_replaced=st.integers(0, 5), k=st.integers(1, 12))
+def test_bp_reordering_changes_ids_not_results(tmp_path_factory, seed, sizes, n_deletes, n_replaced, k):
+    """A reordered index returns the same (external id, score) rankings as one in insertion order, and its
+    id lookups, deletions and replacements follow the documents to their new places."""
+    rng = np.random.default_rng(seed)
+    batches, start = [], 0
+    for size in sizes:
+        batches.append(([f"d{i}" for i in range(start, start + size)], random_docs(rng, size)))
+        start += size
+    victims = [f"d{i}" for i in rng.choice(start, min(n_deletes, start), replace=False)]
+    replaced = [f"d{i}" for i in rng.choice(start, min(n_replaced, start), replace=False)]
+    replacement = random_docs(rng, len(replaced)) if replaced else None
+    indexes = {}
+    for reorder in (None, "bp"):
+        path = tmp_path_factory.mktemp("idx") / "idx"
+        with IndexWriter.create(path, VOCAB, None, segment_docs=30, reorder=reorder) as writer:
+            for ids, docs in batches:
+                writer.add(ids, docs)
+            if replaced:
+                writer.add(replaced, replacement)  # replaced inside the same, not yet flushed, buffer
+        with IndexWriter.open(path) as writer:
+            writer.delete(victims)
+        indexes[reorder] = open_index(path)
+    plain, reordered = indexes[None], indexes["bp"]
+    assert reordered.manifest.reorder == "bp" and reordered.n_live == plain.n_live
+    for ext in {f"d{i}" for i in range(start)}:
+        a, b = plain.internal_id(ext), reordered.internal_id(ext)
+        assert (a is None) == (b is None)
+        if b is not None:
+            assert reordered.external_ids(np.array([b])) == [ext]
+            assert reordered.document_vector(b).to_dicts() == plain.document_vector(a).to_dicts()
+    queries = random_docs(rng, 4)
+    full = {name: reference.score_all(PostingArrays.from_documents(
+        SparseBatch.concat([idx.segments[s].vectors(0, idx.segments[s].info.n_docs) for s in range(len(idx.segments))])),
+        queries) for name, idx in (("plain", plain), ("bp", reordered))}
+    for backend in available_backends():
+        h_plain = Searcher(plain, backend).search(queries, k)
+        h_bp = Searcher(reordered, backend).search(queries, k)
+        np.testing.assert_array_equal(h_plain.scores, h_bp.scores)
+        for q in range(queries.n):
+            # hits strictly above the k-th score are the same documents; ties at the k-th may differ
+            kth = h_plain.scores[q, -1]
+            above_plain = {e for e, s in zip(plain.external_ids(h_plain.ids[q]), h_plain.scores[q], strict=True)
+                           if e is not None and s > kth}
+            above_bp = {e for e, s in zip(reordered.external_ids(h_bp.ids[q]), h_bp.scores[q], strict=True)
+                        if e is not None and s > kth}
+            assert above_plain == above_bp
+    assert full["plain"].shape == full["bp"].shape
