@@ -133,7 +133,8 @@ def check(results: list[Path], folder: Path, out: Path) -> list[dict]:
         loaded = json.loads(path.read_text())
         for obj in loaded if isinstance(loaded, list) else [loaded]:
             for row in rows:
-                if row["engine"] == obj["engine"] and row["variant"] == obj["variant"] and row["params"] == obj["params"]:
+                same = (row["engine"], row["variant"], row["params"]) == (obj["engine"], obj["variant"], obj["params"])
+                if same:
                     row.update(p99_ms=obj["latency_summary_ms"].get("p99"), peak_rss_mb=obj["peak_rss_mb"])
     return rows
 

@@ -51,7 +51,8 @@ def ratios(report: dict) -> list[str]:
     lsr = next((r for r in rows if r["engine"] == "lsr" and r["variant"] == LSR_EXACT), None)
     if lsr is None:
         return []
-    out = [f"Exact, k={report['k']}: lsr {LSR_EXACT} p50 {lsr['p50_ms']:.3f} ms; ratio lsr / peer (< 1: lsr faster):"]
+    out = [f"Exact, k={report['k']}: lsr {LSR_EXACT} p50 {lsr['p50_ms']:.3f} ms; "
+           "ratio lsr / peer (< 1: lsr faster):"]
     for r in rows:
         if _is_exact_peer(r) and r["p50_ms"]:
             out.append(f"- {_name(r)}: {lsr['p50_ms'] / r['p50_ms']:.2f}")
@@ -81,7 +82,8 @@ def render() -> str:
     any_report = next(iter(reports.values()))
     m = any_report["machine"]
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['platform']}; "
-             f"single-core read bandwidth {any_report['memory_bandwidth_gbs']:.1f} GB/s. Date {any_report['date']}.", ""]
+             f"single-core read bandwidth {any_report['memory_bandwidth_gbs']:.1f} GB/s. "
+             f"Date {any_report['date']}.", ""]
     names = sorted({r["dataset"] for r in reports.values()}, key=lambda n: (n.startswith("enwiki"), n))
     for name in names:
         k10 = reports.get(f"{name}-k10")

@@ -238,8 +238,8 @@ def test_bp_reordering_changes_ids_not_results(tmp_path_factory, seed, sizes, n_
             assert reordered.document_vector(b).to_dicts() == plain.document_vector(a).to_dicts()
     queries = random_docs(rng, 4)
     full = {name: reference.score_all(PostingArrays.from_documents(
-        SparseBatch.concat([idx.segments[s].vectors(0, idx.segments[s].info.n_docs) for s in range(len(idx.segments))])),
-        queries) for name, idx in (("plain", plain), ("bp", reordered))}
+        SparseBatch.concat([seg.vectors(0, seg.info.n_docs) for seg in idx.segments])), queries)
+        for name, idx in (("plain", plain), ("bp", reordered))}
     for backend in available_backends():
         h_plain = Searcher(plain, backend).search(queries, k)
         h_bp = Searcher(reordered, backend).search(queries, k)
