@@ -14,6 +14,10 @@ Layout::
         blocks.ids.npy         int32 block id (= doc id // block_size), ascending within a term        (v2)
         blocks.maxima.npy      the term's largest stored weight in the block (postings' dtype)         (v2)
         blocks.starts.npy      int64 position of the block's first posting of the term                 (v2)
+        blocks.dense_rows.npy  int32 (dim): row of dense bounds of a frequent term, or -1       (v2, optional)
+        blocks.dense.npy       uint8 (rows x n_blocks): bound = byte x dense_scale[row]        (v2, optional)
+        blocks.dense_scale.npy float32 (rows)                                                  (v2, optional)
+        blocks.dense_prefix.npy uint32 (rows x ceil(n_blocks / 64)): entries before each chunk (v2, optional)
         forward.indptr.npy     int64 (n_docs + 1)  document vectors (CSR), for PRF and explanations
         forward.indices.npy    int32 term ids
         forward.values.npy     stored weights (postings' dtype)
@@ -49,6 +53,7 @@ __all__ = [
     "VOCAB",
     "SEGMENT_ARRAYS",
     "BLOCK_ARRAYS",
+    "DENSE_ARRAYS",
     "WEIGHTS",
     "DEFAULT_BLOCK_SIZE",
     "READABLE_VERSIONS",
@@ -91,6 +96,13 @@ BLOCK_ARRAYS: dict[str, tuple[str, str]] = {
     "block_ids": ("blocks.ids.npy", "int32"),
     "block_maxima": ("blocks.maxima.npy", WEIGHTS),
     "block_starts": ("blocks.starts.npy", "int64"),
+}
+# Dense bound rows speed up block-max bounds; segments written before they existed search without them.
+DENSE_ARRAYS: dict[str, tuple[str, str]] = {
+    "dense_rows": ("blocks.dense_rows.npy", "int32"),
+    "dense": ("blocks.dense.npy", "uint8"),
+    "dense_scale": ("blocks.dense_scale.npy", "float32"),
+    "dense_prefix": ("blocks.dense_prefix.npy", "uint32"),
 }
 DEFAULT_BLOCK_SIZE = 8
 # Files up to this size have their checksum verified every time an index is opened.

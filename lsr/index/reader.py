@@ -43,6 +43,8 @@ class Segment:
         tables = dict(fmt.SEGMENT_ARRAYS)
         if manifest.block_size is not None:
             tables.update(fmt.BLOCK_ARRAYS)
+            if fmt.DENSE_ARRAYS["dense"][0] in info.files:
+                tables.update(fmt.DENSE_ARRAYS)
         arrays = {}
         for key, (file_name, dtype) in tables.items():
             path = seg_dir / file_name
@@ -59,8 +61,9 @@ class Segment:
         _check_shapes(seg_dir, info, manifest, arrays, len(docid_bytes))
         blocks = None
         if manifest.block_size is not None:
+            dense = {key: arrays[key] for key in fmt.DENSE_ARRAYS if key in arrays}
             blocks = BlockMaxima(manifest.block_size, arrays["block_offsets"], arrays["block_ids"],
-                                 arrays["block_maxima"], arrays["block_starts"])
+                                 arrays["block_maxima"], arrays["block_starts"], **dense)
         postings = PostingArrays(arrays["offsets"], arrays["docs"], arrays["weights"], info.n_docs,
                                  manifest.weights["scale"], blocks)
         return cls(info, postings, arrays["fwd_indptr"], arrays["fwd_indices"], arrays["fwd_values"],
@@ -103,6 +106,12 @@ def _check_shapes(seg_dir: Path, info: fmt.SegmentInfo, manifest: fmt.Manifest, 
             problems.append("blocks.offsets does not span blocks.ids")
         if len(a["block_maxima"]) != n_entries or len(a["block_starts"]) != n_entries:
             problems.append("block arrays differ in length")
+    if "dense" in a:
+        n_rows, n_blocks = len(a["dense_scale"]), -(-info.n_docs // manifest.block_size)
+        if len(a["dense_rows"]) not in (0, dim) or len(a["dense"]) != n_rows * n_blocks:
+            problems.append("dense bound rows do not match the vocabulary and blocks")
+        if len(a["dense_prefix"]) != n_rows * -(-n_blocks // 64):
+            problems.append("dense prefixes do not match the dense rows")
     if problems:
         raise IndexFormatError(f"segment {seg_dir} is inconsistent: {'; '.join(problems)}.")
 

@@ -271,10 +271,11 @@ class IndexWriter:
         if postings.blocks is not None:
             blocks = postings.blocks
             arrays.update(block_offsets=blocks.offsets, block_ids=blocks.ids, block_maxima=blocks.maxima,
-                          block_starts=blocks.starts)
+                          block_starts=blocks.starts, dense_rows=blocks.dense_rows, dense=blocks.dense,
+                          dense_scale=blocks.dense_scale, dense_prefix=blocks.dense_prefix)
         weight_dtype = self._manifest.weights["dtype"]
         files = {}
-        for key, (file_name, dtype) in {**fmt.SEGMENT_ARRAYS, **fmt.BLOCK_ARRAYS}.items():
+        for key, (file_name, dtype) in {**fmt.SEGMENT_ARRAYS, **fmt.BLOCK_ARRAYS, **fmt.DENSE_ARRAYS}.items():
             if key in arrays:
                 dtype = weight_dtype if dtype == fmt.WEIGHTS else dtype
                 files[file_name] = _save_array(tmp_dir / file_name, np.ascontiguousarray(arrays[key], dtype=dtype))

@@ -18,6 +18,14 @@ class BlockMaxima(NamedTuple):
 
     Term ``t``'s entries are ``[offsets[t], offsets[t+1])``; entry ``e`` covers postings
     ``[starts[e], starts[e+1])`` (or up to the term's last posting for its last entry).
+
+    Terms present in many blocks also get a dense row: ``dense[row, b]`` (uint8) times ``dense_scale[row]``
+    is at least the term's maximum in block ``b`` (0 where absent), with ``row = dense_rows[t]`` (-1: no
+    row); ``dense`` is stored flattened, ``dense[row * n_blocks + b]``. Summing dense rows is a vectorised
+    loop over all blocks instead of a scatter over entries: a frequent query term's bounds cost about a
+    byte per block. A byte is non-zero exactly where the term has an entry, so
+    ``dense_prefix[row * n_chunks + b // 64]`` (the row's entries before block ``64 * (b // 64)``) plus the
+    non-zero bytes from there to ``b`` locate the entry of block ``b`` without a binary search.
     """
 
     block_size: int
@@ -25,10 +33,18 @@ class BlockMaxima(NamedTuple):
     ids: np.ndarray  # int32, ascending within a term
     maxima: np.ndarray  # same dtype as the postings' weights
     starts: np.ndarray  # int64 positions in the postings arrays
+    dense_rows: np.ndarray = np.zeros(0, np.int32)  # int32 (dim), or empty: no dense rows
+    dense: np.ndarray = np.zeros(0, np.uint8)  # uint8 (n_rows x n_blocks), row-major, flattened
+    dense_scale: np.ndarray = np.zeros(0, np.float32)  # float32 (n_rows)
+    dense_prefix: np.ndarray = np.zeros(0, np.uint32)  # uint32 (n_rows x ceil(n_blocks / 64)), flattened
 
     @property
     def n_entries(self) -> int:
         return len(self.ids)
+
+
+# A term gets a dense row when it occurs in at least this fraction of the blocks.
+DENSE_MIN_FRACTION = 1 / 16
 
 
 class PostingArrays(NamedTuple):
@@ -90,8 +106,9 @@ def quantize(values: np.ndarray, weight_dtype: str, scale: float) -> np.ndarray:
     return np.clip(np.rint(np.asarray(values, np.float64) * scale), 0, top).astype(weight_dtype)
 
 
-def build_block_maxima(postings: PostingArrays, block_size: int) -> BlockMaxima:
-    """Vectorised: one entry per (term, block) pair that has postings."""
+def build_block_maxima(postings: PostingArrays, block_size: int,
+                       dense_min_fraction: float = DENSE_MIN_FRACTION) -> BlockMaxima:
+    """Vectorised: one entry per (term, block) pair that has postings, and dense rows for frequent terms."""
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}.")
     dim = postings.dim
@@ -103,5 +120,57 @@ def build_block_maxima(postings: PostingArrays, block_size: int) -> BlockMaxima:
     maxima = np.maximum.reduceat(postings.weights, starts) if len(terms) else postings.weights[:0]
     offsets = np.zeros(dim + 1, np.int64)
     np.cumsum(np.bincount(terms[starts], minlength=dim), out=offsets[1:])
-    return BlockMaxima(block_size, offsets, blocks[starts].astype(np.int32), maxima.astype(postings.weights.dtype),
-                       starts)
+    ids = blocks[starts].astype(np.int32)
+    maxima = maxima.astype(postings.weights.dtype)
+    n_blocks = (postings.n_docs + block_size - 1) // block_size
+    dense_rows, dense, dense_scale = dense_bound_rows(offsets, ids, maxima, n_blocks, dense_min_fraction)
+    return BlockMaxima(block_size, offsets, ids, maxima, starts, dense_rows, dense, dense_scale,
+                       dense_prefix(dense, len(dense_scale), n_blocks))
+
+
+def dense_prefix(dense: np.ndarray, n_rows: int, n_blocks: int) -> np.ndarray:
+    """Per row, the number of non-zero bytes before each 64-block chunk."""
+    if n_rows == 0:
+        return np.zeros(0, np.uint32)
+    present = dense.reshape(n_rows, n_blocks) != 0
+    counts = np.cumsum(present, axis=1, dtype=np.int64)
+    chunk_starts = np.arange(0, n_blocks, 64)
+    before = np.zeros((n_rows, len(chunk_starts)), np.int64)
+    before[:, 1:] = counts[:, chunk_starts[1:] - 1]
+    return before.astype(np.uint32).reshape(-1)
+
+
+def dense_bound_rows(offsets: np.ndarray, ids: np.ndarray, maxima: np.ndarray, n_blocks: int,
+                     min_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """uint8 rows of upper bounds for the terms in at least ``min_fraction`` of the blocks.
+
+    Each row has a float32 scale chosen so that ``float32(255 * scale)`` is at least the row's largest
+    maximum; each stored byte is the smallest integer whose ``float32(q * scale)`` is at least the
+    block's maximum. Bounds are thus never below the true maxima (checked below).
+    """
+    dim = len(offsets) - 1
+    counts = np.diff(offsets)
+    dense_terms = np.flatnonzero((counts >= max(1.0, min_fraction * n_blocks)) & (counts > 0))
+    dense_rows = np.full(dim, -1, np.int32)
+    if len(dense_terms) == 0:
+        return np.zeros(0, np.int32), np.zeros(0, np.uint8), np.zeros(0, np.float32)
+    dense_rows[dense_terms] = np.arange(len(dense_terms), dtype=np.int32)
+    dense = np.zeros((len(dense_terms), n_blocks), np.uint8)
+    scale = np.zeros(len(dense_terms), np.float32)
+    for row, t in enumerate(dense_terms):
+        lo, hi = offsets[t], offsets[t + 1]
+        values = maxima[lo:hi].astype(np.float32)
+        top = np.float32(values.max())
+        s = np.float32(top / np.float32(255))
+        while np.float32(255) * s < top:
+            s = np.nextafter(s, np.float32(np.inf), dtype=np.float32)
+        q = np.ceil(values / s).astype(np.int64)
+        q = np.minimum(q, 255)
+        low = (q.astype(np.float32) * s) < values
+        while low.any():  # float rounding may leave q * s a hair below the value: step up
+            q[low] += 1
+            low = (np.minimum(q, 255).astype(np.float32) * s) < values
+            q = np.minimum(q, 255)
+        dense[row, ids[lo:hi]] = q.astype(np.uint8)
+        scale[row] = s
+    return dense_rows, dense.reshape(-1), scale

@@ -47,6 +47,8 @@ def taat_topk(offsets, docs, weights, q_indptr, q_indices, q_values, n_docs, k, 
 def blockmax_topk(offsets, docs, weights, blocks, q_indptr, q_indices, q_values, n_docs, k, deleted,
                   out_ids, out_scores, id_base=0, alpha=1.0, adaptive=False, n_seeds=16):
     _run(_csparse.blockmax_topk, (offsets, docs, weights, blocks.offsets, blocks.ids, blocks.maxima,
-                                  blocks.starts, blocks.block_size, q_indptr, q_indices, q_values, n_docs, k,
+                                  blocks.starts, blocks.dense_rows, blocks.dense, blocks.dense_scale,
+                                  blocks.dense_prefix,
+                                  blocks.block_size, q_indptr, q_indices, q_values, n_docs, k,
                                   deleted, float(alpha), n_seeds, bool(adaptive), out_ids, out_scores), id_base,
          len(q_indptr) - 1)

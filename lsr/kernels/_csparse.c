@@ -39,7 +39,7 @@ static void release_all(buf_t *bufs, int n) {
     }
 }
 
-/* kind: 'i' int32, 'q' int64, 'f' float32, 'w' weights (float32/uint8/uint16), 'u' uint8 */
+/* kind: 'i' int32, 'I' uint32, 'q' int64, 'f' float32, 'w' weights (float32/uint8/uint16), 'u' uint8 */
 static int get_buf(PyObject *obj, buf_t *b, char kind, int writable, const char *name) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, &b->view, flags) != 0) {
@@ -56,6 +56,7 @@ static int get_buf(PyObject *obj, buf_t *b, char kind, int writable, const char 
         case 'q': ok = size == 8 && (*f == 'q' || *f == 'l'); break;
         case 'f': ok = size == 4 && *f == 'f'; break;
         case 'u': ok = size == 1 && (*f == 'B' || *f == '?' || *f == 'b'); break;
+        case 'I': ok = size == 4 && (*f == 'I' || *f == 'L'); break;
         case 'w': ok = (size == 4 && *f == 'f') || (size == 1 && *f == 'B') || (size == 2 && *f == 'H'); break;
         default: ok = 0;
     }
@@ -155,19 +156,25 @@ static int check_common(job_t *j, buf_t *b_off, buf_t *b_docs, buf_t *b_w, buf_t
     if (j->offsets[0] != 0 || j->offsets[j->dim] != j->n_postings) {
         PyErr_SetString(PyExc_ValueError, "offsets must start at 0 and end at the number of postings"); return -1;
     }
-    for (int64_t t = 0; t < j->dim; t++)
-        if (j->offsets[t + 1] < j->offsets[t]) { PyErr_SetString(PyExc_ValueError, "offsets must be non-decreasing"); return -1; }
     int64_t q_nnz = n_items(b_qi);
     if (n_items(b_qv) != q_nnz || j->q_indptr[0] != 0 || j->q_indptr[j->n_queries] != q_nnz) {
         PyErr_SetString(PyExc_ValueError, "q_indptr, q_indices and q_values are inconsistent"); return -1;
     }
     for (int64_t q = 0; q < j->n_queries; q++)
         if (j->q_indptr[q + 1] < j->q_indptr[q]) { PyErr_SetString(PyExc_ValueError, "q_indptr must be non-decreasing"); return -1; }
-    for (int64_t i = 0; i < q_nnz; i++)
-        if (j->q_indices[i] < 0 || j->q_indices[i] >= j->dim) {
-            PyErr_Format(PyExc_ValueError, "query term id %d is outside [0, %lld)", j->q_indices[i], (long long)j->dim);
+    /* every query term's posting range must lie inside the postings: what the loops rely on. (The index's
+     * other offsets are checked the same way, per query term, where they are used: O(query), not O(dim).) */
+    for (int64_t i = 0; i < q_nnz; i++) {
+        int32_t t = j->q_indices[i];
+        if (t < 0 || t >= j->dim) {
+            PyErr_Format(PyExc_ValueError, "query term id %d is outside [0, %lld)", t, (long long)j->dim);
             return -1;
         }
+        if (j->offsets[t] < 0 || j->offsets[t] > j->offsets[t + 1] || j->offsets[t + 1] > j->n_postings) {
+            PyErr_SetString(PyExc_ValueError, "offsets of a query term are out of order or range (corrupt index?)");
+            return -1;
+        }
+    }
     if (j->n_docs < 0 || j->k < 1) { PyErr_SetString(PyExc_ValueError, "n_docs must be >= 0 and k >= 1"); return -1; }
     if (j->deleted && n_items(b_del) != j->n_docs) { PyErr_SetString(PyExc_ValueError, "deleted mask length != n_docs"); return -1; }
     if (j->q_start < 0 || j->q_end > j->n_queries || j->q_start > j->q_end) {
@@ -179,22 +186,41 @@ static int check_common(job_t *j, buf_t *b_off, buf_t *b_docs, buf_t *b_w, buf_t
     return 0;
 }
 
-/* ------------------------------------------------------------------------------------------ exhaustive */
+/* ------------------------------------------------------------------------------------------ scratch */
+/* Per-thread buffers kept between calls: a one-query call must not allocate and zero n_docs floats.
+ * Buffers marked "zeroed" are handed out all zero and every kernel leaves them all zero again (it resets
+ * exactly what it touched); on an error path they are freed instead. */
+typedef struct { void *p; size_t bytes; } tl_buf_t;
+
+static __thread tl_buf_t tl_acc, tl_seen, tl_touched, tl_ub, tl_cand, tl_local, tl_seed_s, tl_seed_b, tl_hs, tl_hd;
+
+static void *tl_get(tl_buf_t *b, size_t bytes, int zeroed) {
+    if (bytes == 0) bytes = 1;
+    if (b->bytes < bytes) {
+        free(b->p);
+        b->p = zeroed ? calloc(bytes, 1) : malloc(bytes);
+        b->bytes = b->p ? bytes : 0;
+    }
+    return b->p;
+}
+
+static void tl_drop(tl_buf_t *b) { free(b->p); b->p = NULL; b->bytes = 0; }
+
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
 /* returns 0, -1 (out of memory) or -2 (a doc id out of range). `wt` is a compile-time constant at each call
  * site below, so the weight-type switch in weight_at folds away: one specialised loop per stored type. */
 typedef struct { float *acc; uint8_t *seen; int32_t *touched; } taat_scratch_t;
 
-static int taat_scratch_alloc(taat_scratch_t *ts, int64_t n_docs) {
-    size_t n = (size_t)(n_docs ? n_docs : 1);
-    ts->acc = calloc(n, sizeof(float));
-    ts->seen = calloc(n, 1);
-    ts->touched = malloc(sizeof(int32_t) * n);
+static int taat_scratch_get(taat_scratch_t *ts, int64_t n_docs) {
+    ts->acc = tl_get(&tl_acc, sizeof(float) * (size_t)n_docs, 1);
+    ts->seen = tl_get(&tl_seen, (size_t)n_docs, 1);
+    ts->touched = tl_get(&tl_touched, sizeof(int32_t) * (size_t)n_docs, 0);
     return ts->acc && ts->seen && ts->touched ? 0 : -1;
 }
 
-static void taat_scratch_free(taat_scratch_t *ts) { free(ts->acc); free(ts->seen); free(ts->touched); }
+/* after an error the zeroed buffers may hold garbage: drop them */
+static void taat_scratch_drop(void) { tl_drop(&tl_acc); tl_drop(&tl_seen); }
 
 /* Exact top-k of query q by exhaustive accumulation into the heap (hs, hd); returns the heap size, or -2
  * for a doc id out of range. The scratch is left zeroed for the next query. */
@@ -225,17 +251,17 @@ ALWAYS_INLINE int64_t taat_query(const job_t *j, int64_t q, taat_scratch_t *ts, 
 }
 
 ALWAYS_INLINE int taat_impl(const job_t *j, const wtype_t wt) {
-    taat_scratch_t ts = {NULL, NULL, NULL};
-    float *hs = malloc(sizeof(float) * (size_t)j->k);
-    int64_t *hd = malloc(sizeof(int64_t) * (size_t)j->k);
-    int status = taat_scratch_alloc(&ts, j->n_docs);
+    taat_scratch_t ts;
+    float *hs = tl_get(&tl_hs, sizeof(float) * (size_t)j->k, 0);
+    int64_t *hd = tl_get(&tl_hd, sizeof(int64_t) * (size_t)j->k, 0);
+    int status = taat_scratch_get(&ts, j->n_docs);
     if (!hs || !hd) status = -1;
     for (int64_t q = j->q_start; q < j->q_end && status == 0; q++) {
         int64_t size = taat_query(j, q, &ts, hs, hd, wt);
         if (size < 0) status = (int)size;
         else heap_drain(hs, hd, size, j->out_ids + q * j->k, j->out_scores + q * j->k, j->id_base);
     }
-    taat_scratch_free(&ts); free(hs); free(hd);
+    if (status != 0) taat_scratch_drop();
     return status;
 }
 
@@ -255,7 +281,23 @@ typedef struct {
     float alpha;
     int64_t n_seeds;
     int adaptive; /* fall back to exhaustive scoring when too many blocks remain to be scored */
+    const int32_t *dense_rows; /* per term: its row of dense bounds, or -1; NULL when there are none */
+    const uint8_t *dense; const float *dense_scale; int64_t n_dense;
+    const uint32_t *dense_prefix; int64_t n_chunks;
 } blocks_t;
+
+/* A dense row's bound of block b is float(row[b]) * scale. It is multiplied by the query weight as
+ * (weight * scale * DENSE_MARGIN) * row[b]: a different rounding order from the exact weight * value, so the
+ * product is inflated by 2^-20 (16 float32 ulps, more than the few ulps the reordering can cost) to stay
+ * an upper bound of every exact product in the block. */
+#define DENSE_MARGIN (1.0f + 0x1p-20f)
+
+/* ub[b] += c * row[b] over all blocks: vectorised, with an AVX2 clone chosen at load time where the CPU
+ * has it. */
+__attribute__((target_clones("avx2", "default")))
+static void dense_add(float *restrict ub, const uint8_t *restrict row, float c, int64_t n) {
+    for (int64_t b = 0; b < n; b++) ub[b] += c * (float)row[b];
+}
 
 /* Adaptive mode: once the seeds set a threshold, scoring the remaining candidate blocks costs about this
  * many posting visits per (block, query term) -- a binary search and a short run -- while exhaustive
@@ -284,11 +326,22 @@ ALWAYS_INLINE int score_block(const job_t *j, const blocks_t *bl, scorer_t *sc, 
     for (int64_t i = q_lo; i < q_hi; i++) {
         int32_t term = j->q_indices[i];
         int64_t lo = bl->offsets[term], hi = bl->offsets[term + 1], e_end = hi;
-        while (lo < hi) { /* lower bound of b among the term's block ids */
-            int64_t mid = (lo + hi) >> 1;
-            if (bl->ids[mid] < b) lo = mid + 1; else hi = mid;
+        int32_t row = bl->dense_rows ? bl->dense_rows[term] : -1;
+        if (row >= 0) {
+            /* the entry's rank among the term's blocks: a prefix count plus the non-zero bytes since */
+            const uint8_t *bytes = bl->dense + (int64_t)row * ((j->n_docs + bs - 1) / bs);
+            if (!bytes[b]) continue;
+            int64_t rank = bl->dense_prefix[(int64_t)row * bl->n_chunks + (b >> 6)];
+            for (int64_t c = (int64_t)b & ~(int64_t)63; c < b; c++) rank += bytes[c] != 0;
+            lo += rank;
+            if (lo >= e_end || bl->ids[lo] != b) return -2;
+        } else {
+            while (lo < hi) { /* lower bound of b among the term's block ids */
+                int64_t mid = (lo + hi) >> 1;
+                if (bl->ids[mid] < b) lo = mid + 1; else hi = mid;
+            }
+            if (lo >= e_end || bl->ids[lo] != b) continue;
         }
-        if (lo >= e_end || bl->ids[lo] != b) continue;
         int64_t start = bl->starts[lo];
         int64_t end = lo + 1 < e_end ? bl->starts[lo + 1] : j->offsets[term + 1];
         if (start < j->offsets[term] || end > j->offsets[term + 1] || start > end) return -2;
@@ -317,14 +370,14 @@ ALWAYS_INLINE int score_block(const job_t *j, const blocks_t *bl, scorer_t *sc, 
 ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_t wt) {
     int64_t n_docs = j->n_docs, k = j->k, bs = bl->block_size;
     int64_t n_blocks = (n_docs + bs - 1) / bs, n_seeds = bl->n_seeds;
-    size_t nb = (size_t)(n_blocks ? n_blocks : 1);
-    float *ub = calloc(nb, sizeof(float));
-    cand_t *cand = malloc(sizeof(cand_t) * nb);
-    float *seed_s = malloc(sizeof(float) * (size_t)n_seeds);
-    int64_t *seed_b = malloc(sizeof(int64_t) * (size_t)n_seeds);
-    scorer_t sc = {calloc((size_t)bs, sizeof(float)), malloc(sizeof(float) * (size_t)k),
-                   malloc(sizeof(int64_t) * (size_t)k), 0};
-    taat_scratch_t ts = {NULL, NULL, NULL}; /* allocated on the first fallback */
+    size_t nb = (size_t)n_blocks;
+    float *ub = tl_get(&tl_ub, sizeof(float) * nb, 1);
+    cand_t *cand = tl_get(&tl_cand, sizeof(cand_t) * nb, 0);
+    float *seed_s = tl_get(&tl_seed_s, sizeof(float) * (size_t)n_seeds, 0);
+    int64_t *seed_b = tl_get(&tl_seed_b, sizeof(int64_t) * (size_t)n_seeds, 0);
+    scorer_t sc = {tl_get(&tl_local, sizeof(float) * (size_t)bs, 1), tl_get(&tl_hs, sizeof(float) * (size_t)k, 0),
+                   tl_get(&tl_hd, sizeof(int64_t) * (size_t)k, 0), 0};
+    taat_scratch_t ts = {NULL, NULL, NULL}; /* fetched on the first fallback */
     int status = 0;
     if (!ub || !cand || !seed_s || !seed_b || !sc.local || !sc.hs || !sc.hd) { status = -1; goto done; }
     for (int64_t q = j->q_start; q < j->q_end && status == 0; q++) {
@@ -332,6 +385,11 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
         for (int64_t i = q_lo; i < q_hi && status == 0; i++) {
             int32_t term = j->q_indices[i];
             float w = j->q_values[i];
+            int32_t row = bl->dense_rows ? bl->dense_rows[term] : -1;
+            if (row >= 0) {
+                dense_add(ub, bl->dense + (int64_t)row * n_blocks, w * bl->dense_scale[row] * DENSE_MARGIN, n_blocks);
+                continue;
+            }
             for (int64_t e = bl->offsets[term]; e < bl->offsets[term + 1]; e++) {
                 int32_t b = bl->ids[e];
                 if ((uint32_t)b >= (uint64_t)n_blocks) { status = -2; break; }
@@ -359,7 +417,7 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
             int64_t postings = 0;
             for (int64_t i = q_lo; i < q_hi; i++) postings += j->offsets[j->q_indices[i] + 1] - j->offsets[j->q_indices[i]];
             if (n_cand * (q_hi - q_lo) * BLOCK_TERM_COST > postings) {
-                if (!ts.acc && taat_scratch_alloc(&ts, n_docs) != 0) { status = -1; break; }
+                if (!ts.acc && taat_scratch_get(&ts, n_docs) != 0) { status = -1; break; }
                 int64_t size = taat_query(j, q, &ts, sc.hs, sc.hd, wt);
                 if (size < 0) { status = (int)size; break; }
                 heap_drain(sc.hs, sc.hd, size, j->out_ids + q * k, j->out_scores + q * k, j->id_base);
@@ -374,8 +432,10 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
         if (status == 0) heap_drain(sc.hs, sc.hd, sc.size, j->out_ids + q * k, j->out_scores + q * k, j->id_base);
     }
 done:
-    free(ub); free(cand); free(seed_s); free(seed_b); free(sc.local); free(sc.hs); free(sc.hd);
-    taat_scratch_free(&ts);
+    if (status != 0) { /* zeroed buffers may hold garbage after an error */
+        tl_drop(&tl_ub); tl_drop(&tl_local);
+        if (ts.acc) taat_scratch_drop();
+    }
     return status;
 }
 
@@ -425,17 +485,17 @@ static PyObject *py_taat_topk(PyObject *self, PyObject *args) {
 }
 
 static PyObject *py_blockmax_topk(PyObject *self, PyObject *args) {
-    PyObject *o[15];
+    PyObject *o[19];
     job_t j;
     blocks_t bl;
     long long block_size, n_docs, k, q_start, q_end, id_base, n_seeds;
     double alpha;
     int adaptive;
-    if (!PyArg_ParseTuple(args, "OOOOOOOLOOOLLOdLpOOLLL", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
-                          &block_size, &o[7], &o[8], &o[9], &n_docs, &k, &o[10], &alpha, &n_seeds, &adaptive,
-                          &o[11], &o[12], &q_start, &q_end, &id_base))
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOLOOOLLOdLpOOLLL", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                          &o[13], &o[14], &o[15], &o[16], &block_size, &o[7], &o[8], &o[9], &n_docs, &k, &o[10], &alpha,
+                          &n_seeds, &adaptive, &o[11], &o[12], &q_start, &q_end, &id_base))
         return NULL;
-    buf_t b[13];
+    buf_t b[17];
     memset(b, 0, sizeof b);
     j.n_docs = n_docs; j.k = k; j.q_start = q_start; j.q_end = q_end; j.id_base = id_base;
     if (get_buf(o[0], &b[0], 'q', 0, "offsets") || get_buf(o[1], &b[1], 'i', 0, "docs") ||
@@ -444,12 +504,18 @@ static PyObject *py_blockmax_topk(PyObject *self, PyObject *args) {
         get_buf(o[6], &b[6], 'q', 0, "block_starts") || get_buf(o[7], &b[7], 'q', 0, "q_indptr") ||
         get_buf(o[8], &b[8], 'i', 0, "q_indices") || get_buf(o[9], &b[9], 'f', 0, "q_values") ||
         get_buf(o[10], &b[10], 'u', 0, "deleted") || get_buf(o[11], &b[11], 'q', 1, "out_ids") ||
-        get_buf(o[12], &b[12], 'f', 1, "out_scores") ||
+        get_buf(o[12], &b[12], 'f', 1, "out_scores") || get_buf(o[13], &b[13], 'i', 0, "dense_rows") ||
+        get_buf(o[14], &b[14], 'u', 0, "dense") || get_buf(o[15], &b[15], 'f', 0, "dense_scale") ||
+        get_buf(o[16], &b[16], 'I', 0, "dense_prefix") ||
         check_common(&j, &b[0], &b[1], &b[2], &b[7], &b[8], &b[9], &b[10], &b[11], &b[12])) {
-        release_all(b, 13);
+        release_all(b, 17);
         return NULL;
     }
     bl.block_size = block_size; bl.alpha = (float)alpha; bl.n_seeds = n_seeds; bl.adaptive = adaptive;
+    bl.n_dense = n_items(&b[15]);
+    bl.dense_rows = n_items(&b[13]) ? b[13].view.buf : NULL;
+    bl.dense = b[14].view.buf; bl.dense_scale = b[15].view.buf; bl.dense_prefix = b[16].view.buf;
+    bl.n_chunks = block_size >= 1 ? (((j.n_docs + block_size - 1) / block_size) + 63) / 64 : 0;
     bl.offsets = b[3].view.buf; bl.ids = b[4].view.buf; bl.maxima = b[5].view.buf; bl.starts = b[6].view.buf;
     bl.n_entries = n_items(&b[4]);
     const char *err = NULL;
@@ -460,12 +526,22 @@ static PyObject *py_blockmax_topk(PyObject *self, PyObject *args) {
     else if (b[5].view.itemsize != b[2].view.itemsize) err = "block maxima and weights differ in dtype";
     else if (n_items(&b[5]) != bl.n_entries || n_items(&b[6]) != bl.n_entries) err = "block arrays differ in length";
     else if (bl.offsets[0] != 0 || bl.offsets[j.dim] != bl.n_entries) err = "block_offsets do not span the blocks";
+    else if (bl.dense_rows && n_items(&b[13]) != j.dim) err = "dense_rows must have dim entries";
+    else if (n_items(&b[14]) != bl.n_dense * ((j.n_docs + block_size - 1) / block_size))
+        err = "dense bounds must have n_rows x n_blocks entries";
+    else if (n_items(&b[16]) != bl.n_dense * bl.n_chunks) err = "dense prefixes must have n_rows x n_chunks entries";
     else {
-        for (int64_t t = 0; t < j.dim && !err; t++)
-            if (bl.offsets[t + 1] < bl.offsets[t]) err = "block_offsets must be non-decreasing";
+        /* what the loops rely on, for the terms they will read (O(query), not O(dim)) */
+        for (int64_t i = 0; i < n_items(&b[8]) && !err; i++) {
+            int32_t t = j.q_indices[i];
+            if (bl.offsets[t] < 0 || bl.offsets[t] > bl.offsets[t + 1] || bl.offsets[t + 1] > bl.n_entries)
+                err = "block offsets of a query term are out of order or range (corrupt index?)";
+            else if (bl.dense_rows && (bl.dense_rows[t] < -1 || bl.dense_rows[t] >= bl.n_dense))
+                err = "dense row out of range (corrupt index?)";
+        }
     }
     if (err) {
-        release_all(b, 13);
+        release_all(b, 17);
         PyErr_SetString(PyExc_ValueError, err);
         return NULL;
     }
@@ -473,7 +549,7 @@ static PyObject *py_blockmax_topk(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     status = run_blockmax(&j, &bl);
     Py_END_ALLOW_THREADS
-    release_all(b, 13);
+    release_all(b, 17);
     return finish(status);
 }
 
@@ -482,7 +558,8 @@ static PyMethodDef methods[] = {
      "taat_topk(offsets, docs, weights, q_indptr, q_indices, q_values, n_docs, k, deleted, out_ids, out_scores,"
      " q_start, q_end, id_base) -> None"},
     {"blockmax_topk", py_blockmax_topk, METH_VARARGS,
-     "blockmax_topk(offsets, docs, weights, block_offsets, block_ids, block_maxima, block_starts, block_size,"
+     "blockmax_topk(offsets, docs, weights, block_offsets, block_ids, block_maxima, block_starts, dense_rows,"
+     " dense, dense_scale, dense_prefix, block_size,"
      " q_indptr, q_indices, q_values, n_docs, k, deleted, alpha, n_seeds, adaptive, out_ids, out_scores, q_start,"
      " q_end, id_base) -> None"},
     {NULL, NULL, 0, NULL},

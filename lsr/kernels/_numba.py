@@ -176,9 +176,15 @@ def _score_block(b, block_size, q_lo, q_hi, q_indices, q_values, offsets, docs, 
 BLOCK_TERM_COST = 4
 
 
+# A dense row's bound is float(row[b]) * scale, multiplied by the query weight in another order than the
+# exact weight * value; inflating it by 2^-20 (16 float32 ulps) keeps it an upper bound. (Same as the C kernel.)
+DENSE_MARGIN = np.float32(1.0 + 2.0**-20)
+
+
 @njit(parallel=True, nogil=True, cache=True)
-def _blockmax(offsets, docs, weights, b_offsets, b_ids, b_max, b_starts, block_size, q_indptr, q_indices,
-              q_values, n_docs, k, deleted, alpha, n_seeds, adaptive, n_chunks, id_base, out_ids, out_scores):
+def _blockmax(offsets, docs, weights, b_offsets, b_ids, b_max, b_starts, dense_rows, dense, dense_scale, block_size,
+              q_indptr, q_indices, q_values, n_docs, k, deleted, alpha, n_seeds, adaptive, n_chunks, id_base,
+              out_ids, out_scores):
     n_queries = len(q_indptr) - 1
     n_blocks = (n_docs + block_size - 1) // block_size
     has_deleted = len(deleted) > 0
@@ -203,6 +209,13 @@ def _blockmax(offsets, docs, weights, b_offsets, b_ids, b_max, b_starts, block_s
             for j in range(q_lo, q_hi):
                 term = q_indices[j]
                 w = q_values[j]
+                row = dense_rows[term] if len(dense_rows) else -1
+                if row >= 0:
+                    c = w * dense_scale[row] * DENSE_MARGIN
+                    first = row * n_blocks
+                    for b in range(n_blocks):
+                        ub[b] += c * np.float32(dense[first + b])
+                    continue
                 for e in range(b_offsets[term], b_offsets[term + 1]):
                     ub[b_ids[e]] += w * np.float32(b_max[e])
             # 2. seed the top k with the blocks of the highest bounds (one linear scan keeps the best n_seeds)
@@ -253,6 +266,7 @@ def blockmax_topk(offsets, docs, weights, blocks, q_indptr, q_indices, q_values,
     exhaustively instead when too many blocks would remain to be scored."""
     n_queries = len(q_indptr) - 1
     n_chunks = max(1, min(n_queries, numba.get_num_threads()))
-    _blockmax(offsets, docs, weights, blocks.offsets, blocks.ids, blocks.maxima, blocks.starts, blocks.block_size,
+    _blockmax(offsets, docs, weights, blocks.offsets, blocks.ids, blocks.maxima, blocks.starts, blocks.dense_rows,
+              blocks.dense, blocks.dense_scale, blocks.block_size,
               q_indptr, q_indices, q_values, n_docs, k, deleted, np.float32(alpha), n_seeds, bool(adaptive),
               n_chunks, id_base, out_ids, out_scores)

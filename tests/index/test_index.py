@@ -179,10 +179,14 @@ def test_corrupt_manifest(tmp_path, mutate, message):
         open_index(tmp_path / "idx")
 
 
-@pytest.mark.parametrize("file_name", [*[f for f, _ in fmt.SEGMENT_ARRAYS.values()], fmt.DOCIDS_BYTES])
+ALL_SEGMENT_FILES = [f for table in (fmt.SEGMENT_ARRAYS, fmt.BLOCK_ARRAYS, fmt.DENSE_ARRAYS) for f, _ in table.values()]
+
+
+@pytest.mark.parametrize("file_name", [*ALL_SEGMENT_FILES, fmt.DOCIDS_BYTES])
 @pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
 def test_damaged_segment_file_is_detected(tmp_path, file_name, damage):
-    build(tmp_path / "idx", random_docs(np.random.default_rng(2), 20))
+    build(tmp_path / "idx", random_docs(np.random.default_rng(2), 200))
+    assert len(open_index(tmp_path / "idx").segments[0].postings.blocks.dense_scale) > 0
     path = tmp_path / "idx" / "seg-000001" / file_name
     data = bytearray(path.read_bytes())
     if damage == "truncate":

@@ -18,7 +18,9 @@ def _case():
     arrays = {
         "offsets": p.offsets.copy(), "docs": p.docs.copy(), "weights": p.weights.copy(),
         "b_offsets": p.blocks.offsets.copy(), "b_ids": p.blocks.ids.copy(), "b_max": p.blocks.maxima.copy(),
-        "b_starts": p.blocks.starts.copy(), "q_indptr": q.indptr.copy(), "q_indices": q.indices.copy(),
+        "b_starts": p.blocks.starts.copy(), "dense_rows": p.blocks.dense_rows.copy(),
+        "dense": p.blocks.dense.copy(), "dense_scale": p.blocks.dense_scale.copy(),
+        "dense_prefix": p.blocks.dense_prefix.copy(), "q_indptr": q.indptr.copy(), "q_indices": q.indices.copy(),
         "q_values": q.values.copy(), "deleted": np.zeros(0, np.uint8),
         "out_ids": np.full((1, 2), -1, np.int64), "out_scores": np.full((1, 2), -np.inf, np.float32),
     }
@@ -33,7 +35,8 @@ def taat(a, s):
 
 def blockmax(a, s):
     _csparse.blockmax_topk(a["offsets"], a["docs"], a["weights"], a["b_offsets"], a["b_ids"], a["b_max"],
-                           a["b_starts"], s["block_size"], a["q_indptr"], a["q_indices"], a["q_values"],
+                           a["b_starts"], a["dense_rows"], a["dense"], a["dense_scale"], a["dense_prefix"],
+                           s["block_size"], a["q_indptr"], a["q_indices"], a["q_values"],
                            s["n_docs"], s["k"], a["deleted"], s["alpha"], s["n_seeds"], s["adaptive"], a["out_ids"],
                            a["out_scores"], s["q_start"], s["q_end"], 0)
 
@@ -41,6 +44,7 @@ def blockmax(a, s):
 @pytest.mark.parametrize("fn", [taat, blockmax])
 def test_valid_call_works(fn):
     a, s = _case()
+    assert len(a["dense_scale"]) > 0  # the case exercises the dense bound rows
     fn(a, s)
     assert a["out_ids"].tolist() == [[1, 0]] and a["out_scores"].tolist() == [[1.5, 1.0]]
 
@@ -73,6 +77,12 @@ BLOCK_BREAKAGES = {
     "alpha above 1": lambda a, s: s.__setitem__("alpha", 2.0),
     "block size smaller than the data's": lambda a, s: s.__setitem__("block_size", 1),
     "no seeds": lambda a, s: s.__setitem__("n_seeds", 0),
+    "dense row beyond the rows": lambda a, s: a["dense_rows"].__setitem__(0, 50),
+    "dense rows of the wrong length": lambda a, s: a.__setitem__("dense_rows", a["dense_rows"][:-1]),
+    "dense bounds of the wrong length": lambda a, s: a.__setitem__("dense", a["dense"][:-1]),
+    "dense prefix of the wrong length": lambda a, s: a.__setitem__("dense_prefix", a["dense_prefix"][:-1]),
+    "dense prefix past the term's entries": lambda a, s: a["dense_prefix"].__setitem__(slice(None), 7),
+    "decreasing block offsets": lambda a, s: a["b_offsets"].__setitem__(1, 9),
 }
 
 
