@@ -167,7 +167,9 @@ def topk(
         impl.taat_topk(postings.offsets, postings.docs, postings.weights, queries.indptr, queries.indices,
                        q_values, postings.n_docs, k, mask, hits.ids, hits.scores, id_base)
     else:
+        # seed blocks must hold enough documents to fill the top k twice over
+        n_seeds = max(16, -(-2 * k // postings.blocks.block_size))
         impl.blockmax_topk(postings.offsets, postings.docs, postings.weights, postings.blocks, queries.indptr,
                            queries.indices, q_values, postings.n_docs, k, mask, hits.ids, hits.scores, id_base,
-                           alpha, adaptive=algorithm == "auto")
+                           alpha, adaptive=algorithm == "auto", n_seeds=n_seeds)
     return hits

@@ -299,10 +299,12 @@ static void dense_add(float *restrict ub, const uint8_t *restrict row, float c, 
     for (int64_t b = 0; b < n; b++) ub[b] += c * (float)row[b];
 }
 
-/* Adaptive mode: once the seeds set a threshold, scoring the remaining candidate blocks costs about this
- * many posting visits per (block, query term) -- a binary search and a short run -- while exhaustive
- * scoring costs one visit per posting of the query's terms; the cheaper is taken. */
-#define BLOCK_TERM_COST 4
+/* Adaptive mode: scoring one (block, query term) pair costs about as much as this many postings of
+ * exhaustive scoring (a few cache misses against ~3 ns a posting; measured on enwiki-100k, see
+ * benchmarks/README.md). A query whose seeds alone would cost more than half its postings is scored
+ * exhaustively from the start; otherwise, once the seeds set a threshold, it is if the blocks still in the
+ * running would cost more than its postings. */
+#define BLOCK_TERM_COST 40
 
 typedef struct { float bound; int32_t id; } cand_t;
 
@@ -382,6 +384,15 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
     if (!ub || !cand || !seed_s || !seed_b || !sc.local || !sc.hs || !sc.hd) { status = -1; goto done; }
     for (int64_t q = j->q_start; q < j->q_end && status == 0; q++) {
         int64_t q_lo = j->q_indptr[q], q_hi = j->q_indptr[q + 1];
+        int64_t postings = 0;
+        for (int64_t i = q_lo; i < q_hi; i++) postings += j->offsets[j->q_indices[i] + 1] - j->offsets[j->q_indices[i]];
+        if (bl->adaptive && 2 * n_seeds * (q_hi - q_lo) * BLOCK_TERM_COST > postings) {
+            if (!ts.acc && taat_scratch_get(&ts, n_docs) != 0) { status = -1; break; }
+            int64_t size = taat_query(j, q, &ts, sc.hs, sc.hd, wt);
+            if (size < 0) { status = (int)size; break; }
+            heap_drain(sc.hs, sc.hd, size, j->out_ids + q * k, j->out_scores + q * k, j->id_base);
+            continue;
+        }
         for (int64_t i = q_lo; i < q_hi && status == 0; i++) {
             int32_t term = j->q_indices[i];
             float w = j->q_values[i];
@@ -414,8 +425,6 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
             }
         }
         if (bl->adaptive && status == 0) {
-            int64_t postings = 0;
-            for (int64_t i = q_lo; i < q_hi; i++) postings += j->offsets[j->q_indices[i] + 1] - j->offsets[j->q_indices[i]];
             if (n_cand * (q_hi - q_lo) * BLOCK_TERM_COST > postings) {
                 if (!ts.acc && taat_scratch_get(&ts, n_docs) != 0) { status = -1; break; }
                 int64_t size = taat_query(j, q, &ts, sc.hs, sc.hd, wt);

@@ -170,10 +170,11 @@ def _score_block(b, block_size, q_lo, q_hi, q_indices, q_values, offsets, docs, 
     return size
 
 
-# Adaptive mode: once the seeds set a threshold, scoring the remaining candidate blocks costs about this many
-# posting visits per (block, query term) -- a binary search and a short run -- while exhaustive scoring costs
-# one visit per posting of the query's terms; the cheaper is taken. (Same constant as the C kernel.)
-BLOCK_TERM_COST = 4
+# Adaptive mode: scoring one (block, query term) pair costs about as much as this many postings of exhaustive
+# scoring. A query whose seeds alone would cost more than half its postings is scored exhaustively from the
+# start; otherwise, once the seeds set a threshold, it is if the blocks still in the running would cost more
+# than its postings. (Same rule and constant as the C kernel.)
+BLOCK_TERM_COST = 40
 
 
 # A dense row's bound is float(row[b]) * scale, multiplied by the query weight in another order than the
@@ -203,6 +204,14 @@ def _blockmax(offsets, docs, weights, b_offsets, b_ids, b_max, b_starts, dense_r
         touched = np.empty(scratch, np.int32)
         for q in range(chunk, n_queries, n_chunks):
             q_lo, q_hi = q_indptr[q], q_indptr[q + 1]
+            postings = 0
+            for j in range(q_lo, q_hi):
+                postings += offsets[q_indices[j] + 1] - offsets[q_indices[j]]
+            if adaptive and 2 * n_seeds * (q_hi - q_lo) * BLOCK_TERM_COST > postings:
+                size = _taat_query(q, offsets, docs, weights, q_indptr, q_indices, q_values, k, deleted,
+                                   has_deleted, acc, seen, touched, heap_s, heap_d)
+                heap_drain(heap_s, heap_d, size, out_ids, out_scores, q, id_base)
+                continue
             # 1. a bound per block: sum over query terms of weight x the term's block maximum, in query-term
             #    order -- the order exact scores are summed in, so (float addition being monotone) no document
             #    scores above its block's bound
@@ -241,9 +250,6 @@ def _blockmax(offsets, docs, weights, b_offsets, b_ids, b_max, b_starts, dense_r
                         cand_b[n_cand] = b
                         n_cand += 1
             if adaptive:
-                postings = 0
-                for j in range(q_lo, q_hi):
-                    postings += offsets[q_indices[j] + 1] - offsets[q_indices[j]]
                 if n_cand * (q_hi - q_lo) * BLOCK_TERM_COST > postings:
                     size = _taat_query(q, offsets, docs, weights, q_indptr, q_indices, q_values, k, deleted,
                                        has_deleted, acc, seen, touched, heap_s, heap_d)
