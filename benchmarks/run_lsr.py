@@ -80,8 +80,9 @@ def main() -> None:
                 qps = C.run_batch(lambda o=options, s=searcher: s.search(queries, args.k, **o), queries.n,
                                   args.batch_min_s)
             objects.append(C.result_object(
-                args, variant=f"{variant}" + ("" if alpha == 1 and query_cut is None else
-                                              f" alpha={alpha:g} cut={query_cut or 'all'}"),
+                args, variant=f"{variant}" + ("" if args.weights == "float32" else f" {args.weights}")
+                + ("" if args.reorder == "none" else f" {args.reorder}")
+                + ("" if alpha == 1 and query_cut is None else f" alpha={alpha:g} cut={query_cut or 'all'}"),
                 params={"weights": weights, "block_size": args.block_size, "reorder": args.reorder, "alpha": alpha,
                         "query_cut": query_cut, "lsr": __version__},
                 build_s=build_s, index_bytes=C.dir_bytes(index_dir), latency_ms=lat, qps_threads=qps,

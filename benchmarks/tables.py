@@ -19,7 +19,10 @@ LSR_EXACT = "c-auto"
 
 
 def _name(row: dict) -> str:
-    return f"{row['engine']}/{row['variant']}"
+    params = row.get("params") or {}
+    knobs = "".join(f" {key}={params[key]}" for key in ("query_cut", "heap_factor") if row["engine"] == "seismic"
+                    and key in params)
+    return f"{row['engine']}/{row['variant']}{knobs}"
 
 
 def _fmt(x, spec: str = ".3f") -> str:
