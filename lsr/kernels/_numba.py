@@ -7,11 +7,31 @@ same two algorithms line for line (``_csparse.c``); both are tested against the 
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
 from numba import njit, prange
 
 __all__ = ["taat_topk", "blockmax_topk"]
+
+_local = threading.local()
+
+
+def _scratch(n_chunks: int, n_docs: int, n_blocks: int, block_size: int):
+    """Per-thread scratch kept between calls (a one-query call must not allocate and zero n_docs floats).
+    Kernels hand back the zeroed arrays all zero, resetting exactly what they touched."""
+    cache = getattr(_local, "cache", None)
+    if cache is None:
+        cache = _local.cache = {}
+    key = (n_chunks, n_docs, n_blocks, block_size)
+    if key not in cache:
+        if len(cache) >= 8:  # a few segment shapes at most; forget the oldest
+            cache.pop(next(iter(cache)))
+        cache[key] = (np.zeros((n_chunks, n_docs), np.float32), np.zeros((n_chunks, n_docs), np.uint8),
+                      np.zeros((n_chunks, n_docs), np.int32), np.zeros((n_chunks, n_blocks), np.float32),
+                      np.zeros((n_chunks, block_size), np.float32))
+    return cache[key]
 
 
 @njit(inline="always")
@@ -78,44 +98,74 @@ def heap_drain(heap_s, heap_d, size, out_ids, out_scores, row, id_base):
         _sift_down(heap_s, heap_d, size, 0)
 
 
+# A query touching at least n_docs / DENSE_SCAN_RATIO postings accumulates without bookkeeping and then scans
+# the whole accumulator (same rule as the C kernel).
+DENSE_SCAN_RATIO = 4
+
+
+@njit(inline="always")
+def _offer(heap_s, heap_d, size, k, score, doc):
+    """heap_offer behind the one comparison that rejects most hits without a call."""
+    if size < k or _worse(heap_s[0], heap_d[0], score, doc):
+        return heap_offer(heap_s, heap_d, size, k, score, doc)
+    return size
+
+
 @njit(inline="always")
 def _taat_query(q, offsets, docs, weights, q_indptr, q_indices, q_values, k, deleted, has_deleted, acc, seen,
                 touched, heap_s, heap_d):
     """Exact top-k of query ``q`` by exhaustive accumulation; returns the heap size. Scratch is left zeroed."""
     n_terms = len(offsets) - 1
+    n_docs = len(acc)
+    postings = 0
+    for j in range(q_indptr[q], q_indptr[q + 1]):
+        postings += offsets[q_indices[j] + 1] - offsets[q_indices[j]]
+    dense = postings * DENSE_SCAN_RATIO >= n_docs
     n_touched = 0
     for j in range(q_indptr[q], q_indptr[q + 1]):
         term = q_indices[j]
         if term >= n_terms:
             continue
         w = q_values[j]
-        for p in range(offsets[term], offsets[term + 1]):
-            d = docs[p]
-            if seen[d] == 0:
-                seen[d] = 1
-                touched[n_touched] = d
-                n_touched += 1
-            acc[d] += w * np.float32(weights[p])
+        if dense:
+            for p in range(offsets[term], offsets[term + 1]):
+                acc[docs[p]] += w * np.float32(weights[p])
+        else:
+            for p in range(offsets[term], offsets[term + 1]):
+                d = docs[p]
+                if seen[d] == 0:
+                    seen[d] = 1
+                    touched[n_touched] = d
+                    n_touched += 1
+                acc[d] += w * np.float32(weights[p])
     size = 0
-    for i in range(n_touched):
-        d = touched[i]
-        s = acc[d]
-        acc[d] = 0.0
-        seen[d] = 0
-        if s > 0 and not (has_deleted and deleted[d] != 0):
-            size = heap_offer(heap_s, heap_d, size, k, s, d)
+    if dense:
+        for d in range(n_docs):
+            s = acc[d]
+            if s != 0:
+                acc[d] = 0.0
+                if s > 0 and not (has_deleted and deleted[d] != 0):
+                    size = _offer(heap_s, heap_d, size, k, s, d)
+    else:
+        for i in range(n_touched):
+            d = touched[i]
+            s = acc[d]
+            acc[d] = 0.0
+            seen[d] = 0
+            if s > 0 and not (has_deleted and deleted[d] != 0):
+                size = _offer(heap_s, heap_d, size, k, s, d)
     return size
 
 
 @njit(parallel=True, nogil=True, cache=True)
 def _taat(offsets, docs, weights, q_indptr, q_indices, q_values, n_docs, k, deleted, n_chunks,
-          id_base, out_ids, out_scores):
+          id_base, out_ids, out_scores, acc_all, seen_all, touched_all):
     n_queries = len(q_indptr) - 1
     has_deleted = len(deleted) > 0
     for chunk in prange(n_chunks):
-        acc = np.zeros(n_docs, np.float32)
-        seen = np.zeros(n_docs, np.uint8)
-        touched = np.empty(n_docs, np.int32)
+        acc = acc_all[chunk]
+        seen = seen_all[chunk]
+        touched = touched_all[chunk]
         heap_s = np.empty(k, np.float32)
         heap_d = np.empty(k, np.int64)
         for q in range(chunk, n_queries, n_chunks):
@@ -129,8 +179,9 @@ def taat_topk(offsets, docs, weights, q_indptr, q_indices, q_values, n_docs, k, 
     """Fill ``out_ids``/``out_scores`` (preset to -1/-inf) with each query's exact top-k."""
     n_queries = len(q_indptr) - 1
     n_chunks = max(1, min(n_queries, numba.get_num_threads()))
+    acc, seen, touched, _, _ = _scratch(n_chunks, n_docs, 0, 1)
     _taat(offsets, docs, weights, q_indptr, q_indices, q_values, n_docs, k, deleted, n_chunks,
-          id_base, out_ids, out_scores)
+          id_base, out_ids, out_scores, acc, seen, touched)
 
 
 @njit(inline="always")
@@ -148,14 +199,26 @@ def _find_block(block_ids, lo, hi, block):
 
 @njit(inline="always")
 def _score_block(b, block_size, q_lo, q_hi, q_indices, q_values, offsets, docs, weights, b_offsets, b_ids,
-                 b_starts, local, n_docs, deleted, has_deleted, heap_s, heap_d, size, k):
+                 b_starts, dense_rows, dense, dense_prefix, n_blocks, n_chunks64, local, n_docs, deleted,
+                 has_deleted, heap_s, heap_d, size, k):
     """Score every document of block ``b`` exactly and offer each to the heap; returns the heap size."""
     base = b * block_size
     for j in range(q_lo, q_hi):
         term = q_indices[j]
-        e = _find_block(b_ids, b_offsets[term], b_offsets[term + 1], b)
-        if e < 0:
-            continue
+        row = dense_rows[term] if len(dense_rows) else -1
+        if row >= 0:
+            # the entry's rank among the term's blocks: a prefix count plus the non-zero bytes since
+            first = row * n_blocks
+            if dense[first + b] == 0:
+                continue
+            e = b_offsets[term] + dense_prefix[row * n_chunks64 + (b >> 6)]
+            for c in range(b & ~63, b):
+                if dense[first + c] != 0:
+                    e += 1
+        else:
+            e = _find_block(b_ids, b_offsets[term], b_offsets[term + 1], b)
+            if e < 0:
+                continue
         end = b_starts[e + 1] if e + 1 < b_offsets[term + 1] else offsets[term + 1]
         w = q_values[j]
         for p in range(b_starts[e], end):
@@ -166,14 +229,14 @@ def _score_block(b, block_size, q_lo, q_hi, q_indices, q_values, offsets, docs, 
             local[r] = 0.0
             d = base + r
             if not (has_deleted and deleted[d] != 0):
-                size = heap_offer(heap_s, heap_d, size, k, s, d)
+                size = _offer(heap_s, heap_d, size, k, s, d)
     return size
 
 
 # Adaptive mode: scoring one (block, query term) pair costs about as much as this many postings of exhaustive
 # scoring. A query whose seeds alone would cost more than half its postings is scored exhaustively from the
-# start; otherwise, once the seeds set a threshold, it is if the blocks still in the running would cost more
-# than its postings. (Same rule and constant as the C kernel.)
+# start; otherwise block-max goes on until it has spent what exhaustive scoring would cost, and hands the
+# query over to it if it is not done by then. (Same rule and constant as the C kernel.)
 BLOCK_TERM_COST = 40
 
 
@@ -183,27 +246,29 @@ DENSE_MARGIN = np.float32(1.0 + 2.0**-20)
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _blockmax(offsets, docs, weights, b_offsets, b_ids, b_max, b_starts, dense_rows, dense, dense_scale, block_size,
-              q_indptr, q_indices, q_values, n_docs, k, deleted, alpha, n_seeds, adaptive, n_chunks, id_base,
-              out_ids, out_scores):
+def _blockmax(offsets, docs, weights, b_offsets, b_ids, b_max, b_starts, dense_rows, dense, dense_scale,
+              dense_prefix, block_size, q_indptr, q_indices, q_values, n_docs, k, deleted, alpha, n_seeds, adaptive,
+              n_chunks, id_base, out_ids, out_scores, acc_all, seen_all, touched_all, ub_all, local_all):
     n_queries = len(q_indptr) - 1
     n_blocks = (n_docs + block_size - 1) // block_size
+    n_chunks64 = (n_blocks + 63) // 64
     has_deleted = len(deleted) > 0
     for chunk in prange(n_chunks):
-        ub = np.zeros(n_blocks, np.float32)
+        ub = ub_all[chunk]
         seed_s = np.empty(n_seeds, np.float32)
         seed_b = np.empty(n_seeds, np.int64)
         cand_s = np.empty(n_blocks, np.float32)
         cand_b = np.empty(n_blocks, np.int64)
-        local = np.zeros(block_size, np.float32)
+        local = local_all[chunk]
         heap_s = np.empty(k, np.float32)
         heap_d = np.empty(k, np.int64)
-        scratch = n_docs if adaptive else 0
-        acc = np.zeros(scratch, np.float32)
-        seen = np.zeros(scratch, np.uint8)
-        touched = np.empty(scratch, np.int32)
+        acc = acc_all[chunk]
+        seen = seen_all[chunk]
+        touched = touched_all[chunk]
         for q in range(chunk, n_queries, n_chunks):
             q_lo, q_hi = q_indptr[q], q_indptr[q + 1]
+            if q_hi == q_lo:
+                continue  # no terms: no hits (the outputs stay padded)
             postings = 0
             for j in range(q_lo, q_hi):
                 postings += offsets[q_indices[j] + 1] - offsets[q_indices[j]]
@@ -231,12 +296,13 @@ def _blockmax(offsets, docs, weights, b_offsets, b_ids, b_max, b_starts, dense_r
             n_seed = 0
             for b in range(n_blocks):
                 if ub[b] > 0:
-                    n_seed = heap_offer(seed_s, seed_b, n_seed, n_seeds, ub[b], b)
+                    n_seed = _offer(seed_s, seed_b, n_seed, n_seeds, ub[b], b)
             size = 0
             for i in range(n_seed):
                 b = seed_b[i]
                 size = _score_block(b, block_size, q_lo, q_hi, q_indices, q_values, offsets, docs, weights, b_offsets,
-                                    b_ids, b_starts, local, n_docs, deleted, has_deleted, heap_s, heap_d, size, k)
+                                    b_ids, b_starts, dense_rows, dense, dense_prefix, n_blocks, n_chunks64, local,
+                                    n_docs, deleted, has_deleted, heap_s, heap_d, size, k)
                 ub[b] = 0.0  # scored
             # 3. every other block that could still beat the k-th score, by decreasing bound
             threshold = heap_s[0] if size == k else np.float32(0.0)
@@ -249,20 +315,26 @@ def _blockmax(offsets, docs, weights, b_offsets, b_ids, b_max, b_starts, dense_r
                         cand_s[n_cand] = bound
                         cand_b[n_cand] = b
                         n_cand += 1
-            if adaptive:
-                if n_cand * (q_hi - q_lo) * BLOCK_TERM_COST > postings:
-                    size = _taat_query(q, offsets, docs, weights, q_indptr, q_indices, q_values, k, deleted,
-                                       has_deleted, acc, seen, touched, heap_s, heap_d)
-                    heap_drain(heap_s, heap_d, size, out_ids, out_scores, q, id_base)
-                    continue
-            order = np.argsort(-cand_s[:n_cand])
-            for i in range(n_cand):
-                bound = cand_s[order[i]]
-                if size == k and bound * alpha < heap_s[0]:
-                    break
-                size = _score_block(cand_b[order[i]], block_size, q_lo, q_hi, q_indices, q_values, offsets, docs,
-                                    weights, b_offsets, b_ids, b_starts, local, n_docs, deleted, has_deleted,
-                                    heap_s, heap_d, size, k)
+            # adaptive: the blocks that may be scored before exhaustive scoring would have been cheaper; past
+            # that, the query is scored exhaustively (so auto costs at most about twice the better of the two)
+            budget = postings // ((q_hi - q_lo) * BLOCK_TERM_COST) - n_seed if adaptive else n_cand
+            fallback = adaptive and n_cand > 4 * budget
+            if not fallback:
+                order = np.argsort(-cand_s[:n_cand])
+                for i in range(n_cand):
+                    bound = cand_s[order[i]]
+                    if size == k and bound * alpha < heap_s[0]:
+                        break
+                    if i >= budget:
+                        fallback = True
+                        break
+                    size = _score_block(cand_b[order[i]], block_size, q_lo, q_hi, q_indices, q_values, offsets,
+                                        docs, weights, b_offsets, b_ids, b_starts, dense_rows, dense, dense_prefix,
+                                        n_blocks, n_chunks64, local, n_docs, deleted, has_deleted, heap_s, heap_d,
+                                        size, k)
+            if fallback:
+                size = _taat_query(q, offsets, docs, weights, q_indptr, q_indices, q_values, k, deleted,
+                                   has_deleted, acc, seen, touched, heap_s, heap_d)
             heap_drain(heap_s, heap_d, size, out_ids, out_scores, q, id_base)
 
 
@@ -272,7 +344,9 @@ def blockmax_topk(offsets, docs, weights, blocks, q_indptr, q_indices, q_values,
     exhaustively instead when too many blocks would remain to be scored."""
     n_queries = len(q_indptr) - 1
     n_chunks = max(1, min(n_queries, numba.get_num_threads()))
+    n_blocks = (n_docs + blocks.block_size - 1) // blocks.block_size
+    acc, seen, touched, ub, local = _scratch(n_chunks, n_docs, n_blocks, blocks.block_size)
     _blockmax(offsets, docs, weights, blocks.offsets, blocks.ids, blocks.maxima, blocks.starts, blocks.dense_rows,
-              blocks.dense, blocks.dense_scale, blocks.block_size,
-              q_indptr, q_indices, q_values, n_docs, k, deleted, np.float32(alpha), n_seeds, bool(adaptive),
-              n_chunks, id_base, out_ids, out_scores)
+              blocks.dense, blocks.dense_scale, blocks.dense_prefix, blocks.block_size, q_indptr, q_indices,
+              q_values, n_docs, k, deleted, np.float32(alpha), n_seeds, bool(adaptive), n_chunks, id_base, out_ids,
+              out_scores, acc, seen, touched, ub, local)
