@@ -113,6 +113,18 @@ def _parser() -> argparse.ArgumentParser:
     _add_encoder_options(p)
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("serve", help="serve an index over HTTP (gunicorn)")
+    p.add_argument("index", type=Path)
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on [127.0.0.1: loopback only]")
+    p.add_argument("--port", type=int, default=8080, help="[8080]")
+    p.add_argument("--workers", type=int, default=2, help="worker processes [2]")
+    p.add_argument("--threads", type=int, default=1, help="threads per worker [1]")
+    p.add_argument("--api-key-file", default=None, help="file holding the API key that writes need")
+    p.add_argument("--read-key-required", action="store_true", help="require the API key for reads too")
+    p.add_argument("--timeout", type=float, default=10.0, help="per-request time limit in seconds [10]")
+    p.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("info", help="describe an index")
     p.add_argument("index", type=Path)
     p.set_defaults(func=cmd_info)
@@ -222,6 +234,14 @@ def _print_report(report: dict, out: Path) -> None:
         bf = ", ".join(f"{k} {v:.4f}" for k, v in check["brute_force_metrics"].items())
         print(f"  brute force: {bf} (identical rankings: {check['identical_ids']})")
     print(f"  run file {report['run_file']}, report {out / 'report.json'}")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from lsr.service.server import serve
+
+    serve(args.index, args.host, args.port, args.workers, args.threads, args.api_key_file, args.timeout,
+          args.read_key_required, args.access_log)
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:

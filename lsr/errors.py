@@ -14,6 +14,7 @@ __all__ = [
     "InvalidQueryError",
     "IndexNotFoundError",
     "IndexFormatError",
+    "IndexLockedError",
     "VocabularyMismatchError",
     "ModelNotFoundError",
     "MissingDependencyError",
@@ -39,6 +40,10 @@ class IndexNotFoundError(LsrError, FileNotFoundError):
 
 class IndexFormatError(LsrError, ValueError):
     """An index exists but its files are missing, truncated, corrupt or of an unknown format version."""
+
+
+class IndexLockedError(IndexFormatError):
+    """Another writer holds the index's write lock."""
 
 
 class VocabularyMismatchError(InvalidQueryError):

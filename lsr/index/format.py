@@ -38,13 +38,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from lsr.errors import IndexFormatError, IndexNotFoundError
+from lsr.errors import IndexFormatError, IndexLockedError, IndexNotFoundError
 
 __all__ = [
     "FORMAT_NAME",
@@ -292,17 +293,22 @@ def verify_file(path: Path, record: dict[str, Any], full: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def writer_lock(index_dir: Path):
-    """One writer per index: an O_EXCL lock file holding the writer's pid; a dead pid's lock is stale."""
+def writer_lock(index_dir: Path, wait_s: float = 0.0):
+    """One writer per index: an O_EXCL lock file holding the writer's pid; a dead pid's lock is stale.
+    A held lock is waited for up to ``wait_s`` seconds."""
     lock = index_dir / LOCK
-    for _ in range(2):
+    deadline = time.monotonic() + wait_s
+    while True:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             if _lock_is_stale(lock):
                 lock.unlink(missing_ok=True)
                 continue
-            raise IndexFormatError(
+            if time.monotonic() < deadline:
+                time.sleep(0.01)
+                continue
+            raise IndexLockedError(
                 f"{index_dir} is locked by another writer ({lock}); wait for it or remove the lock if it died."
             ) from None
         with os.fdopen(fd, "w") as fh:

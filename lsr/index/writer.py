@@ -45,7 +45,7 @@ class IndexWriter:
     """
 
     def __init__(self, path: Path, work_dir: Path, manifest: fmt.Manifest, is_new: bool,
-                 segment_docs: int = DEFAULT_SEGMENT_DOCS):
+                 segment_docs: int = DEFAULT_SEGMENT_DOCS, lock_wait_s: float = 0.0):
         self.path = path
         self._work_dir = work_dir
         self._manifest = manifest
@@ -57,15 +57,21 @@ class IndexWriter:
         self._new_segments: list[fmt.SegmentInfo] = []
         self._deleted: set[int] = set()
         self._id_lookup: dict[str, int] = {}
-        self._lock = fmt.writer_lock(work_dir)
+        self._lock = fmt.writer_lock(work_dir, lock_wait_s)
         self._lock.__enter__()
         self._closed = False
         self._dirty = is_new  # a new index must be committed even before anything is added
         if not is_new:
-            existing = open_index(path)
-            self._deleted = set(existing.deleted_ids.tolist())
-            self._id_lookup = dict(existing._id_lookup)
-            _remove_garbage(path, manifest)
+            try:
+                # re-read under the lock: another writer may have committed since the caller read it
+                self._manifest = manifest = fmt.read_manifest(path)
+                existing = open_index(path)
+                self._deleted = set(existing.deleted_ids.tolist())
+                self._id_lookup = dict(existing._id_lookup)
+                _remove_garbage(path, manifest)
+            except BaseException:
+                self._lock.__exit__(None, None, None)
+                raise
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -115,8 +121,10 @@ class IndexWriter:
         return cls(path, work_dir, manifest, is_new=True, segment_docs=segment_docs)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], segment_docs: int = DEFAULT_SEGMENT_DOCS) -> IndexWriter:
-        """Append to (or delete from) an existing index."""
+    def open(cls, path: str | os.PathLike[str], segment_docs: int = DEFAULT_SEGMENT_DOCS,
+             lock_wait_s: float = 0.0) -> IndexWriter:
+        """Append to (or delete from) an existing index; another writer's lock is waited for up to
+        ``lock_wait_s`` seconds."""
         path = Path(path)
         manifest = fmt.read_manifest(path)
         if manifest.format_version != fmt.FORMAT_VERSION:
@@ -124,7 +132,7 @@ class IndexWriter:
                 f"{path} has index format version {manifest.format_version}, which this lsr reads but does not "
                 f"extend; rebuild it to add documents."
             )
-        return cls(path, path, manifest, is_new=False, segment_docs=segment_docs)
+        return cls(path, path, manifest, is_new=False, segment_docs=segment_docs, lock_wait_s=lock_wait_s)
 
     @property
     def dim(self) -> int:

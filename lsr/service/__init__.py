@@ -1,0 +1,74 @@
+"""The REST search service: a Flask ``create_app`` factory; ``lsr serve`` runs it on gunicorn.
+
+State (the index snapshot holder, the encoder) is built once per process in ``create_app`` and kept in
+``app.extensions["lsr"]``; requests take one snapshot each. Configuration comes from ``test_config`` or
+``LSR_*`` environment variables (``LSR_INDEX``, ``LSR_API_KEY``, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from flask import Flask
+
+from lsr.service.errors import register_error_handlers
+from lsr.service.requests import Limits
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "LSR_INDEX": None,
+    "LSR_API_KEY": None,
+    "LSR_READ_KEY_REQUIRED": False,
+    "LSR_BACKEND": "auto",
+    "LSR_REQUEST_TIMEOUT_S": 10.0,
+    "LSR_WRITE_LOCK_WAIT_S": 10.0,
+    "LSR_RELOAD_CHECK_S": 0.5,
+    "MAX_CONTENT_LENGTH": 16 << 20,
+}
+
+
+def _from_environment() -> dict[str, Any]:
+    env = {}
+    for key, default in DEFAULTS.items():
+        raw = os.environ.get(key)
+        if raw is None:
+            continue
+        if isinstance(default, bool):
+            env[key] = raw.lower() in ("1", "true", "yes")
+        elif isinstance(default, float):
+            env[key] = float(raw)
+        elif isinstance(default, int):
+            env[key] = int(raw)
+        else:
+            env[key] = raw
+    key_file = os.environ.get("LSR_API_KEY_FILE")
+    if key_file:
+        with open(key_file, encoding="utf-8") as fh:
+            env["LSR_API_KEY"] = fh.read().strip()
+    return env
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    from lsr.service import api, ops
+    from lsr.service.state import IndexHolder
+
+    app = Flask(__name__)
+    app.config.update(DEFAULTS)
+    app.config.update(_from_environment())
+    app.config.update(test_config or {})
+    app.config.setdefault("LSR_LIMITS", Limits())
+    app.json.sort_keys = False
+    if not app.config["LSR_INDEX"]:
+        raise ValueError("create_app needs LSR_INDEX (the index folder to serve).")
+    app.extensions["lsr"] = IndexHolder(app.config["LSR_INDEX"], backend=app.config["LSR_BACKEND"],
+                                        check_interval_s=app.config["LSR_RELOAD_CHECK_S"])
+    register_error_handlers(app)
+    ops.install_metrics(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(ops.bp)
+    return app

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from lsr.cli import main
+from tests.conftest import write_corpus
+
+API_KEY = "test-key-0123456789"
+
+
+@pytest.fixture(scope="session")
+def served_index(tmp_path_factory, tiny_model):
+    """A small index over the tiny model (texts are encoded by the model the manifest names)."""
+    root = tmp_path_factory.mktemp("served")
+    corpus = write_corpus(root / "corpus.jsonl", 60)
+    assert main(["-q", "index", str(corpus), str(root / "index"), "--model", str(tiny_model)]) == 0
+    return root / "index"
+
+
+@pytest.fixture()
+def index_copy(served_index, tmp_path):
+    """A private copy for tests that write."""
+    path = tmp_path / "index"
+    shutil.copytree(served_index, path)
+    return path
+
+
+def make_app(index, **config):
+    from lsr.service import create_app
+
+    return create_app({"LSR_INDEX": str(index), "LSR_API_KEY": API_KEY, "LSR_RELOAD_CHECK_S": 0.0, **config})
+
+
+@pytest.fixture()
+def client(served_index):
+    return make_app(served_index).test_client()
+
+
+@pytest.fixture()
+def write_client(index_copy):
+    return make_app(index_copy).test_client()
