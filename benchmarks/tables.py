@@ -14,7 +14,7 @@ README = HERE / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 # exact peers (rank-safe on their own quantisation) that lsr's exact mode is compared with
 EXACT_PEERS = {("pisa", "maxscore"), ("pisa", "block_max_maxscore"), ("pisa", "block_max_wand"),
-               ("anserini", None), ("bmp", "alpha=1 beta=1"), ("scipy", "qdt")}
+               ("anserini", None), ("bmp", "alpha=1,beta=1"), ("scipy", "qdt")}
 LSR_EXACT = "c-auto"
 
 
@@ -79,7 +79,7 @@ def ratios(report: dict) -> list[str]:
 
 
 def render() -> str:
-    reports = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
+    reports = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*-k*.json"))}
     if not reports:
         return "(no results yet: run `python benchmarks/run.py`)"
     any_report = next(iter(reports.values()))
@@ -100,7 +100,31 @@ def render() -> str:
         if f"{name}-k1000" in reports:
             lines += ratios(reports[f"{name}-k1000"])
         lines.append("")
+    lines += load_table()
     return "\n".join(lines)
+
+
+def load_table() -> list[str]:
+    path = RESULTS / "load.json"
+    if not path.exists():
+        return []
+    load = json.loads(path.read_text())
+    lines = [f"### REST service under load: `lsr serve` ({load['workers']} gunicorn workers) on the SciFact index, "
+             f"wrk on loopback, {load['duration_s']} s per row, `POST /v1/search` with SciFact test queries (text "
+             "encoding included)", "",
+             "| concurrent connections | requests/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|"]
+    for row in load["rows"]:
+        lines.append(f"| {row['connections']} | {row['requests_per_s']:.0f} | {row['p50_ms']:.1f} | "
+                     f"{row['p99_ms']:.1f} | {row['errors']} |")
+    single = next((r for r in load["rows"] if r["connections"] == 1), None)
+    eight = next((r for r in load["rows"] if r["connections"] == 8), None)
+    best = max(r["requests_per_s"] for r in load["rows"])
+    lines += ["", f"Library alone on the same texts ({load['workers']} threads, one query per call): "
+              f"{load['library_alone_qps']:.0f} queries/s; the server's best is {best / load['library_alone_qps']:.0%} "
+              "of it."]
+    if single and eight:
+        lines.append(f"p99 at 8 connections / p50 at 1: {eight['p99_ms'] / single['p50_ms']:.1f}×.")
+    return lines + [""]
 
 
 def write_readme() -> None:

@@ -57,6 +57,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from lsr.service import api, ops
     from lsr.service.state import IndexHolder
 
+    threads = os.environ.get("LSR_TORCH_THREADS")
+    if threads:  # gunicorn workers share the cores: one torch pool per worker must not take them all
+        import torch
+
+        torch.set_num_threads(int(threads))
     app = Flask(__name__)
     app.config.update(DEFAULTS)
     app.config.update(_from_environment())

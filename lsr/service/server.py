@@ -32,6 +32,7 @@ def serve(index: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 80
                        "LSR_READ_KEY_REQUIRED": "1" if read_key_required else "0"})
     if api_key_file:
         os.environ["LSR_API_KEY_FILE"] = str(api_key_file)
+    os.environ.setdefault("LSR_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, workers))))
 
     def child_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn hook
         from prometheus_client import multiprocess
