@@ -3,10 +3,11 @@
     python benchmarks/load.py [--duration 15] [--connections 1,8,32] [--workers 2]
 
 Serves the SciFact index (built from the benchmark's cached SPLADE-tiny vectors if needed), then for each
-concurrency runs wrk with a Lua script that cycles through the 300 SciFact test queries as
-`POST /v1/search {"query": ..., "k": 10}`; reports requests/s, p50/p99 latency and errors (non-2xx and
-socket errors). "library alone" is `SparseRetriever.search` on the same texts, one query per call, from as
-many threads as the server has workers (torch limited to one thread each, as in the workers).
+concurrency runs wrk with a Lua script that cycles through the 300 SciFact test queries, as texts
+(`POST /v1/search {"query": ..., "k": 10}`: the server encodes them) and as pre-encoded vectors
+(`{"vectors": [{token: weight}], "k": 10}`: HTTP + search only); reports requests/s, p50/p99 latency and
+errors (non-2xx and socket errors). "library alone" is the same work in-process, one query per call, from
+as many threads as the server has workers (torch limited to one thread each, as in the workers).
 Writes benchmarks/results/load.json and the load table in benchmarks/README.md. Needs Debian's `wrk`
 (`apt-get install wrk`). Not run in CI.
 """
@@ -47,10 +48,11 @@ end
 
 
 def scifact_index() -> Path:
+    """The bundled SciFact encoded once into the benchmark cache (resumable) and indexed."""
     index = bench_dir() / "scifact-index"
     if not (index / "manifest.json").exists():
-        subprocess.run([sys.executable, "-m", "lsr.cli", "-q", "index", str(bench_dir() / "scifact-encoded"),
-                        str(index), "--overwrite"], check=True)
+        subprocess.run([sys.executable, "-m", "lsr.cli", "-q", "index", str(REPO / "lsr" / "datasets" / "scifact"),
+                        str(index), "--overwrite", "--work-dir", str(bench_dir() / "scifact-encoded")], check=True)
     return index
 
 
@@ -100,8 +102,8 @@ def run_wrk(port: int, connections: int, duration: int, script: Path) -> dict:
             + (sum(map(int, socket_errors.groups())) if socket_errors else 0)}
 
 
-def library_alone(index: Path, texts: list[str], threads: int, duration: float) -> float:
-    """Queries/s of SparseRetriever.search, one text per call, from ``threads`` threads."""
+def library_alone(index: Path, texts: list[str], threads: int, duration: float, vectors: bool = False) -> float:
+    """Queries/s of SparseRetriever.search, one query per call, from ``threads`` threads."""
     import torch
 
     from lsr.kernels import set_threads
@@ -111,13 +113,14 @@ def library_alone(index: Path, texts: list[str], threads: int, duration: float) 
     set_threads(1)
     retriever = SparseRetriever(index)
     retriever.search(texts[:2], 10)
+    queries = [retriever.encode([t]) for t in texts] if vectors else [[t] for t in texts]
     done = [0] * threads
     stop = time.monotonic() + duration
 
     def work(t: int) -> None:
         i = t
         while time.monotonic() < stop:
-            retriever.search([texts[i % len(texts)]], 10)
+            retriever.search(queries[i % len(queries)], 10)
             done[t] += 1
             i += threads
 
@@ -140,27 +143,40 @@ def main() -> None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     index = scifact_index()
     texts = queries()
+    from lsr.search import SparseRetriever
+
+    encoder = SparseRetriever(index).encoder
+    vocab = encoder.vocabulary.tokens
+    bodies = {"texts": [{"query": t, "k": 10} for t in texts], "vectors": []}
+    for t in texts:
+        terms, weights = encoder.encode_queries([t]).row(0)
+        bodies["vectors"].append({"vectors": [{vocab[i]: float(w) for i, w in zip(terms, weights, strict=True)}],
+                                  "k": 10})
+    rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        bodies = Path(tmp) / "bodies.txt"
-        bodies.write_text("\n".join(json.dumps({"query": t, "k": 10}) for t in texts) + "\n")
-        script = Path(tmp) / "search.lua"
-        script.write_text(LUA % bodies)
         proc, port = start_server(index, args.workers)
         try:
-            run_wrk(port, 2, 3, script)  # warm-up
-            rows = [run_wrk(port, c, args.duration, script) for c in map(int, args.connections.split(","))]
+            for mode, items in bodies.items():
+                lines = Path(tmp) / f"{mode}.txt"
+                lines.write_text("\n".join(json.dumps(b) for b in items) + "\n")
+                script = Path(tmp) / f"{mode}.lua"
+                script.write_text(LUA % lines)
+                run_wrk(port, 2, 3, script)  # warm-up
+                rows[mode] = [run_wrk(port, c, args.duration, script) for c in map(int, args.connections.split(","))]
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    alone = library_alone(index, texts, args.workers, args.duration)
-    report = {"index": str(index), "workers": args.workers, "duration_s": args.duration, "rows": rows,
+    alone = {mode: library_alone(index, texts, args.workers, args.duration, vectors=mode == "vectors")
+             for mode in bodies}
+    report = {"index": str(index), "workers": args.workers, "duration_s": args.duration, "modes": rows,
               "library_alone_qps": alone, "date": time.strftime("%Y-%m-%d")}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "load.json").write_text(json.dumps(report, indent=1))
-    for row in rows:
-        print(f"{row['connections']:>3} connections: {row['requests_per_s']:.0f} req/s, p50 {row['p50_ms']:.1f} ms, "
-              f"p99 {row['p99_ms']:.1f} ms, errors {row['errors']}")
-    print(f"library alone, {args.workers} threads: {alone:.0f} queries/s")
+    for mode, mode_rows in rows.items():
+        for row in mode_rows:
+            print(f"{mode:>7} {row['connections']:>3} connections: {row['requests_per_s']:.0f} req/s, "
+                  f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, errors {row['errors']}")
+        print(f"{mode:>7} library alone, {args.workers} threads: {alone[mode]:.0f} queries/s")
     from tables import write_readme
 
     write_readme()

@@ -198,14 +198,19 @@ class Index:
 
     def external_ids(self, doc_ids: np.ndarray) -> list[str | None]:
         """External ids for internal ids (None for the -1 padding)."""
+        ids = np.asarray(doc_ids, dtype=np.int64).ravel()
+        if len(ids) and (ids.max() >= self.n_docs or ids.min() < -1):
+            bad = int(ids.max() if ids.max() >= self.n_docs else ids.min())
+            raise InvalidQueryError(f"document id {bad} is outside [0, {self.n_docs}).")
+        segment_of = np.searchsorted(self._bases, ids, side="right") - 1
         out: list[str | None] = []
-        for d in np.asarray(doc_ids).ravel().tolist():
-            if d < 0:
-                out.append(None)
-            else:
-                seg, local = self._locate(d)
-                out.append(seg.external_id(local))
+        for d, s in zip(ids.tolist(), segment_of.tolist(), strict=True):
+            out.append(None if d < 0 else self.segments[s].external_id(d - self._bases[s]))
         return out
+
+    @cached_property
+    def _bases(self) -> np.ndarray:
+        return np.array([s.info.doc_base for s in self.segments], dtype=np.int64)
 
     @cached_property
     def _id_lookup(self) -> dict[str, int]:

@@ -17,6 +17,7 @@ which one ran.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 
@@ -42,11 +43,13 @@ _INSTALL_HINT = {
 }
 
 
+@functools.cache
 def _has_cext() -> bool:
     return importlib.util.find_spec("lsr.kernels._csparse") is not None
 
 
-def available_backends() -> list[str]:
+@functools.cache
+def _available() -> tuple[str, ...]:
     found = []
     for name in _BACKENDS:
         if name == "c" and not _has_cext():
@@ -54,7 +57,18 @@ def available_backends() -> list[str]:
         if name == "numba" and importlib.util.find_spec("numba") is None:
             continue
         found.append(name)
-    return found
+    return tuple(found)
+
+
+def available_backends() -> list[str]:
+    """Backends installed here, fastest first (looked up once per process)."""
+    return list(_available())
+
+
+def _forget_backends() -> None:
+    """For tests that hide a backend: look the installed ones up again."""
+    _has_cext.cache_clear()
+    _available.cache_clear()
 
 
 def resolve_backend(backend: str) -> str:

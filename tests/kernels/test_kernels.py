@@ -209,8 +209,19 @@ def test_unknown_backend_is_named():
         resolve_backend("gpu")
 
 
+@pytest.fixture()
+def forget_backends():
+    """Backends are looked up once per process; a test that hides one needs a fresh look-up, and so do the
+    tests after it."""
+    from lsr import kernels
+
+    kernels._forget_backends()
+    yield
+    kernels._forget_backends()
+
+
 @pytest.mark.parametrize("missing", [("numba",), ("lsr.kernels._csparse",), ("numba", "lsr.kernels._csparse")])
-def test_fallback_when_backends_are_missing(monkeypatch, missing):
+def test_fallback_when_backends_are_missing(monkeypatch, missing, forget_backends):
     """An install without the C extension and/or numba still searches with the next backend; asking for a
     missing one says how to get it."""
     import importlib.util
