@@ -35,7 +35,6 @@ reads both (a version-1 segment is searched exhaustively) and writes version 2.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import time
@@ -70,7 +69,7 @@ __all__ = [
     "write_bytes_atomic",
     "sha256_file",
     "verify_file",
-    "writer_lock",
+    "WriterLock",
     "LOCK",
 ]
 
@@ -292,32 +291,40 @@ def verify_file(path: Path, record: dict[str, Any], full: bool = False) -> None:
         raise IndexFormatError(f"index file {path} is corrupt (checksum mismatch).")
 
 
-@contextlib.contextmanager
-def writer_lock(index_dir: Path, wait_s: float = 0.0):
+class WriterLock:
     """One writer per index: an O_EXCL lock file holding the writer's pid; a dead pid's lock is stale.
-    A held lock is waited for up to ``wait_s`` seconds."""
-    lock = index_dir / LOCK
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            if _lock_is_stale(lock):
-                lock.unlink(missing_ok=True)
-                continue
-            if time.monotonic() < deadline:
-                time.sleep(0.01)
-                continue
-            raise IndexLockedError(
-                f"{index_dir} is locked by another writer ({lock}); wait for it or remove the lock if it died."
-            ) from None
-        with os.fdopen(fd, "w") as fh:
-            fh.write(str(os.getpid()))
-        break
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
+    A held lock is waited for up to ``wait_s`` seconds. Released explicitly (or moved with its folder)."""
+
+    def __init__(self, index_dir: Path, wait_s: float = 0.0):
+        self.path = index_dir / LOCK
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if _lock_is_stale(self.path):
+                    self.path.unlink(missing_ok=True)
+                    continue
+                if time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    continue
+                raise IndexLockedError(
+                    f"{index_dir} is locked by another writer ({self.path}); wait for it or remove the lock if "
+                    "it died."
+                ) from None
+            with os.fdopen(fd, "w") as fh:
+                fh.write(str(os.getpid()))
+            self.held = True
+            return
+
+    def moved_to(self, index_dir: Path) -> None:
+        """The folder holding the lock was renamed (a new index published): the lock went with it."""
+        self.path = index_dir / LOCK
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.path.unlink(missing_ok=True)
 
 
 def _lock_is_stale(lock: Path) -> bool:

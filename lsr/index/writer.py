@@ -57,8 +57,7 @@ class IndexWriter:
         self._new_segments: list[fmt.SegmentInfo] = []
         self._deleted: set[int] = set()
         self._id_lookup: dict[str, int] = {}
-        self._lock = fmt.writer_lock(work_dir, lock_wait_s)
-        self._lock.__enter__()
+        self._lock = fmt.WriterLock(work_dir, lock_wait_s)
         self._closed = False
         self._dirty = is_new  # a new index must be committed even before anything is added
         if not is_new:
@@ -70,7 +69,7 @@ class IndexWriter:
                 self._id_lookup = dict(existing._id_lookup)
                 _remove_garbage(path, manifest)
             except BaseException:
-                self._lock.__exit__(None, None, None)
+                self._lock.release()
                 raise
 
     # ------------------------------------------------------------------ opening
@@ -115,10 +114,10 @@ class IndexWriter:
                 block_size=block_size,
                 reorder=reorder,
             )
+            return cls(path, work_dir, manifest, is_new=True, segment_docs=segment_docs)
         except BaseException:
             shutil.rmtree(work_dir, ignore_errors=True)
             raise
-        return cls(path, work_dir, manifest, is_new=True, segment_docs=segment_docs)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], segment_docs: int = DEFAULT_SEGMENT_DOCS,
@@ -203,21 +202,19 @@ class IndexWriter:
         return manifest
 
     def _publish_new_index(self) -> None:
-        # The work dir holds a complete index; swap it in. With --overwrite the old index is moved aside
-        # first and removed only once the new one is in place.
+        # The work dir holds a complete index; swap it in (our lock file moves with it). With --overwrite the
+        # old index is moved aside first and removed only once the new one is in place.
         old = None
         if self.path.exists():
             old = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(self.path, old)
-        (self._work_dir / fmt.LOCK).unlink(missing_ok=True)
         os.replace(self._work_dir, self.path)
         fmt.fsync_dir(self.path.parent)
+        self._lock.moved_to(self.path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         self._work_dir = self.path
         self._is_new = False
-        self._lock = fmt.writer_lock(self.path)
-        self._lock.__enter__()
 
     def close(self, commit: bool = False) -> None:
         if self._closed:
@@ -227,11 +224,19 @@ class IndexWriter:
                 self.commit()
         finally:
             self._closed = True
-            self._lock.__exit__(None, None, None)
-            if self._is_new:
-                shutil.rmtree(self._work_dir, ignore_errors=True)
-            else:
-                _remove_garbage(self.path, fmt.read_manifest(self.path))
+            # Cleanup is best effort: whatever it leaves (a temporary file, a lock whose process is gone) is
+            # garbage the next writer removes, and failing here would hide whether the commit happened.
+            try:
+                if self._is_new:
+                    shutil.rmtree(self._work_dir, ignore_errors=True)
+                else:
+                    _remove_garbage(self.path, fmt.read_manifest(self.path))
+            except OSError as exc:
+                log.warning("could not remove temporary files from %s: %s", self.path, exc)
+            try:
+                self._lock.release()
+            except OSError as exc:
+                log.warning("could not remove the write lock %s: %s", self._lock.path, exc)
 
     def __enter__(self) -> IndexWriter:
         return self
