@@ -209,7 +209,8 @@ class FaultyFS:
 
         builtins.open = self._open(real["open"])
         io.open = self._open(real["io_open"])
-        os.fsync, os.replace, os.open, os.mkdir, os.unlink, shutil.rmtree = fsync, replace, os_open, mkdir, unlink, rmtree
+        os.fsync, os.replace, os.open, os.mkdir = fsync, replace, os_open, mkdir
+        os.unlink, shutil.rmtree = unlink, rmtree
         try:
             yield self
         finally:
