@@ -125,6 +125,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", action="store_true", help="log every request to stderr")
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("check", help="verify every checksum and invariant of an index")
+    p.add_argument("index", type=Path)
+    p.set_defaults(func=cmd_check)
+
     p = sub.add_parser("info", help="describe an index")
     p.add_argument("index", type=Path)
     p.set_defaults(func=cmd_info)
@@ -241,6 +245,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     serve(args.index, args.host, args.port, args.workers, args.threads, args.api_key_file, args.timeout,
           args.read_key_required, args.access_log)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from lsr.index.check import check_index
+
+    report = check_index(args.index)
+    for problem in report.problems:
+        print(problem)
+    if not report.ok:
+        print(f"lsr: error: {args.index}: {len(report.problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print(f"ok: {report.documents} documents, {report.segments} segments, {report.files_verified} files verified")
     return 0
 
 

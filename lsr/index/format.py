@@ -140,6 +140,7 @@ class Manifest:
     weights: dict[str, Any] = field(default_factory=lambda: {"dtype": "float32", "scale": 1.0})
     block_size: int | None = DEFAULT_BLOCK_SIZE
     reorder: str | None = None  # how documents are ordered inside each segment: None (as added) or "bp"
+    provenance: dict[str, Any] | None = None  # what the index was built from (set by batch jobs)
     segments: list[SegmentInfo] = field(default_factory=list)
     generation: int = 0
     next_segment: int = 1
@@ -169,6 +170,7 @@ class Manifest:
             "weights": self.weights,
             "block_size": self.block_size,
             "reorder": self.reorder,
+            "provenance": self.provenance,
             "n_docs": self.n_docs,
             "n_deleted": self.n_deleted,
             "next_segment": self.next_segment,
@@ -195,6 +197,7 @@ class Manifest:
                 weights=_weights_of(data["weights"]),
                 block_size=data.get("block_size"),
                 reorder=data.get("reorder"),
+                provenance=data.get("provenance"),
                 segments=[SegmentInfo(**s) for s in data["segments"]],
                 generation=int(data["generation"]),
                 next_segment=int(data["next_segment"]),
@@ -228,6 +231,10 @@ def _weights_of(record: dict[str, Any]) -> dict[str, Any]:
 def read_manifest(index_dir: str | os.PathLike[str]) -> Manifest:
     path = Path(index_dir) / MANIFEST
     if not Path(index_dir).is_dir():
+        aside = sorted(Path(index_dir).parent.glob(f".{Path(index_dir).name}.old-*"))
+        if aside:  # an --overwrite was interrupted between moving the old index aside and the new one in
+            raise IndexNotFoundError(f"no index at {index_dir}; an interrupted rebuild left the previous one at "
+                                     f"{aside[-1]}: rename it back, or rebuild.")
         raise IndexNotFoundError(f"no index at {index_dir}: not a directory.")
     try:
         raw = path.read_bytes()
@@ -237,12 +244,24 @@ def read_manifest(index_dir: str | os.PathLike[str]) -> Manifest:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise IndexFormatError(f"{path} is corrupt (not valid JSON: {exc}).") from None
+    if isinstance(data, dict) and "checksum" in data:
+        recorded = data.pop("checksum")
+        if recorded != _manifest_checksum(data):
+            raise IndexFormatError(f"{path} is corrupt (its checksum does not match its content).")
     return Manifest.from_json(data, path)
 
 
+def _manifest_checksum(data: dict[str, Any]) -> str:
+    # over a canonical serialisation, so the manifest's own layout does not matter
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
 def write_manifest(index_dir: Path, manifest: Manifest) -> None:
-    """Atomically replace the manifest: the commit point of every write."""
-    write_bytes_atomic(index_dir / MANIFEST, orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2))
+    """Atomically replace the manifest: the commit point of every write. The manifest carries a checksum of
+    its own content (manifests written before it had one are read without)."""
+    data = manifest.to_json()
+    data["checksum"] = _manifest_checksum(data)
+    write_bytes_atomic(index_dir / MANIFEST, orjson.dumps(data, option=orjson.OPT_INDENT_2))
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -50,8 +50,8 @@ class Segment:
             path = seg_dir / file_name
             try:
                 arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise IndexFormatError(f"index file {path} is unreadable: {exc}.") from None
+            except Exception as exc:  # noqa: BLE001 - a damaged .npy header raises EOFError, SyntaxError, ...
+                raise IndexFormatError(f"index file {path} is unreadable ({type(exc).__name__}).") from None
             expected = weight_dtype if dtype == fmt.WEIGHTS else dtype
             if arr.dtype != np.dtype(expected) or arr.ndim != 1:
                 raise IndexFormatError(f"index file {path} holds {arr.dtype}{arr.shape}, expected 1-d {expected}.")
@@ -173,8 +173,8 @@ class Index:
         fmt.verify_file(path, record)
         try:
             ids = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise IndexFormatError(f"{path} is unreadable: {exc}.") from None
+        except Exception as exc:  # noqa: BLE001 - see Segment.open
+            raise IndexFormatError(f"{path} is unreadable ({type(exc).__name__}).") from None
         if ids.dtype != np.int64 or len(ids) != record["count"]:
             raise IndexFormatError(f"{path} does not hold {record['count']} int64 ids.")
         return ids

@@ -77,7 +77,7 @@ class IndexWriter:
     def create(cls, path: str | os.PathLike[str], vocabulary: Vocabulary, encoder: dict[str, Any] | None,
                overwrite: bool = False, segment_docs: int = DEFAULT_SEGMENT_DOCS, weight_dtype: str = "float32",
                scale: float | None = None, block_size: int = fmt.DEFAULT_BLOCK_SIZE,
-               reorder: str | None = None) -> IndexWriter:
+               reorder: str | None = None, provenance: dict[str, Any] | None = None) -> IndexWriter:
         """Start a new index at ``path`` (which must not exist unless ``overwrite``).
 
         ``weight_dtype`` ``uint8``/``uint16`` stores ``round(weight * scale)``; without a ``scale`` the
@@ -98,6 +98,7 @@ class IndexWriter:
         if path.exists() and not overwrite:
             raise InvalidInputError(f"{path} already exists; pass overwrite=True (CLI: --overwrite) to replace it.")
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_work(path)
         work_dir = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
         work_dir.mkdir()
         try:
@@ -113,6 +114,7 @@ class IndexWriter:
                          "scale": 1.0 if weight_dtype == "float32" else (None if scale is None else float(scale))},
                 block_size=block_size,
                 reorder=reorder,
+                provenance=provenance,
             )
             return cls(path, work_dir, manifest, is_new=True, segment_docs=segment_docs)
         except BaseException:
@@ -367,6 +369,20 @@ def _save_bytes(path: Path, data: bytes) -> dict[str, Any]:
         fh.flush()
         os.fsync(fh.fileno())
     return fmt.file_record(path)
+
+
+def _remove_abandoned_work(path: Path) -> None:
+    """Hidden build folders of ``path`` left by killed builds (their writer's lock is stale or absent).
+    A previous index moved aside by an interrupted ``--overwrite`` (``.name.old-*``) is kept: it may be the
+    only copy of the user's data; the reader's error points at it."""
+    for entry in path.parent.glob(f".{path.name}.tmp-*"):
+        if not entry.is_dir():
+            continue
+        lock = entry / fmt.LOCK
+        if lock.exists() and not fmt._lock_is_stale(lock):
+            continue  # another build is running right now
+        log.info("removing %s, left by an interrupted build", entry)
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 def _remove_garbage(index_dir: Path, manifest: fmt.Manifest) -> None:

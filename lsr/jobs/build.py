@@ -18,7 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lsr.errors import InvalidInputError
-from lsr.index import IndexWriter, Vocabulary
+from lsr.index import IndexWriter, Vocabulary, open_index
 from lsr.index.writer import DEFAULT_SEGMENT_DOCS
 from lsr.io.beir import find_corpus_file
 from lsr.io.jsonvectors import collect_tokens, iter_vector_batches, looks_like_vectors
@@ -65,7 +65,9 @@ def index_from_shards(encoded: Path, index_dir: Path, overwrite: bool = False,
         # one scale for the whole index: the largest weight of any shard maps to the type's maximum
         largest = max(float(read_shard(path)[1].values.max(initial=0.0)) for path in shards)
         storage["scale"] = float(np.iinfo(storage["weight_dtype"]).max) / (largest or 1.0)
-    with IndexWriter.create(index_dir, vocabulary, job["encoder"], overwrite, segment_docs, **storage) as writer:
+    provenance = {key: job[key] for key in ("corpus", "corpus_bytes", "corpus_mtime_ns")}
+    with IndexWriter.create(index_dir, vocabulary, job["encoder"], overwrite, segment_docs, provenance=provenance,
+                            **storage) as writer:
         for path in tqdm(shards, disable=not show_progress, desc="indexing", unit="shard"):
             ids, vectors = read_shard(path)
             writer.add(ids, vectors)
@@ -111,7 +113,13 @@ def build_index(source: str | os.PathLike[str], index_dir: str | os.PathLike[str
     """Index whatever ``source`` is (see :func:`detect_source`). ``storage`` holds IndexWriter options:
     ``weight_dtype``, ``scale``, ``block_size``."""
     source, index_dir = Path(source), Path(index_dir)
+    default_work = index_dir.with_name(index_dir.name + ".encoding")
     if index_dir.exists() and not overwrite:
+        finished = _finished_earlier(index_dir, source, model)
+        if finished is not None:  # a rerun of a job killed after its commit: only the cleanup was left
+            if work_dir is None:
+                _remove_work(default_work)
+            return finished
         raise InvalidInputError(f"{index_dir} already exists; pass --overwrite to replace it.")
     kind = detect_source(source)
     log.info("indexing %s (%s) into %s", source, kind, index_dir)
@@ -123,10 +131,37 @@ def build_index(source: str | os.PathLike[str], index_dir: str | os.PathLike[str
     from lsr.models import DEFAULT_MODEL
 
     encoder = load_encoder(model or DEFAULT_MODEL, **(encoder_options or {}))
-    work = Path(work_dir) if work_dir else index_dir.with_name(index_dir.name + ".encoding")
+    work = Path(work_dir) if work_dir else default_work
     encoded = encode_corpus(source, work, encoder, shard_size, show_progress)
     result = index_from_shards(work, index_dir, overwrite, segment_docs, show_progress, storage)
     if work_dir is None:
-        shutil.rmtree(work, ignore_errors=True)
+        _remove_work(work)
     result.encode_seconds = encoded.seconds
     return result
+
+
+def _remove_work(work: Path) -> None:
+    # renamed first, so that a kill during the removal leaves no half-deleted encode folder behind (only a
+    # ".done-" folder, removed here the next time)
+    if work.exists():
+        os.replace(work, work.with_name(f"{work.name}.done-{os.getpid()}"))
+    for trash in work.parent.glob(f"{work.name}.done-*"):
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _finished_earlier(index_dir: Path, source: Path, model: str | None) -> BuildResult | None:
+    """The index an earlier run of this same job (same corpus file, same model) committed."""
+    from lsr.models import DEFAULT_MODEL
+
+    try:
+        index = open_index(index_dir)
+        corpus = find_corpus_file(source)
+    except (OSError, ValueError):
+        return None
+    stat = corpus.stat()
+    here = {"corpus": str(corpus.resolve()), "corpus_bytes": stat.st_size, "corpus_mtime_ns": stat.st_mtime_ns}
+    same_model = (index.encoder_config or {}).get("model") == (model or DEFAULT_MODEL)
+    if index.manifest.provenance == here and same_model:
+        log.info("%s was already built from %s; nothing left to do", index_dir, corpus)
+        return BuildResult(index_dir, index.n_docs, 0.0)
+    return None

@@ -163,16 +163,25 @@ def test_missing_index(tmp_path):
         open_index(tmp_path / "empty")
 
 
+def _unsummed(manifest_path) -> dict:
+    data = json.loads(manifest_path.read_text())
+    data.pop("checksum")
+    return data
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
         (lambda m: m.write_text("{not json"), "not valid JSON"),
-        (lambda m: m.write_text(json.dumps({**json.loads(m.read_text()), "format_version": 99})), "version 99"),
-        (lambda m: m.write_text(json.dumps({**json.loads(m.read_text()), "n_docs": 3})), "n_docs"),
+        (lambda m: m.write_text(json.dumps({**json.loads(m.read_text()), "generation": 7})), "checksum"),
+        # without a checksum (older manifests) the fields themselves are checked
+        (lambda m: m.write_text(json.dumps({**_unsummed(m), "format_version": 99})), "version 99"),
+        (lambda m: m.write_text(json.dumps({**_unsummed(m), "n_docs": 3})), "n_docs"),
         (lambda m: m.write_text(json.dumps({"format": "lsr-index", "format_version": 1})), "malformed"),
     ],
 )
 def test_corrupt_manifest(tmp_path, mutate, message):
+    """(_unsummed: the manifest without its checksum field.)"""
     build(tmp_path / "idx", random_docs(np.random.default_rng(1), 5))
     mutate(tmp_path / "idx" / "manifest.json")
     with pytest.raises(IndexFormatError, match=message):
@@ -257,3 +266,19 @@ def test_bp_reordering_changes_ids_not_results(tmp_path_factory, seed, sizes, n_
                         if e is not None and s > kth}
             assert above_plain == above_bp
     assert full["plain"].shape == full["bp"].shape
+
+
+def test_readers_keep_their_snapshot_while_a_writer_commits(tmp_path):
+    """A reader never blocks the writer and keeps answering from the snapshot it opened."""
+    path = tmp_path / "idx"
+    build(path, random_docs(np.random.default_rng(5), 40))
+    reader = open_index(path)
+    queries = random_docs(np.random.default_rng(6), 4)
+    before = Searcher(reader).search(queries, 10)
+    with IndexWriter.open(path) as writer:  # no wait: readers hold no lock
+        writer.add([f"new{i}" for i in range(40)], random_docs(np.random.default_rng(7), 40))
+        writer.delete(["d0", "d1", "d2"])
+    again = Searcher(reader).search(queries, 10)
+    np.testing.assert_array_equal(again.ids, before.ids)
+    np.testing.assert_array_equal(again.scores, before.scores)
+    assert reader.n_live == 40 and open_index(path).n_live == 77
