@@ -359,4 +359,12 @@ def _lock_is_stale(lock: Path) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _is_zombie(pid)  # killed but not yet reaped by its parent: it will never release the lock
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
