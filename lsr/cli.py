@@ -52,6 +52,42 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search-threads", type=int, default=None, help="threads for a batch of queries [all cores]")
 
 
+def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pipeline", default=None,
+                   help="a SearchPipeline config: a JSON file or JSON text (see lsr.search.pipeline)")
+    p.add_argument("--retriever", choices=["sparse", "dense", "hybrid"], default=None, help="[sparse]")
+    p.add_argument("--fusion", choices=["pyserini", "convex", "rrf"], default=None, help="hybrid fusion [convex]")
+    p.add_argument("--fusion-alpha", type=float, default=None, help="weight of the sparse side [0.5]")
+    p.add_argument("--prf", choices=["before", "after", "both"], default=None,
+                   help="pseudo-relevance feedback, and where it sits relative to the fusion")
+
+
+def _pipeline(args: argparse.Namespace) -> dict | None:
+    """The pipeline config from --pipeline and/or the shortcut flags (None: plain sparse search)."""
+    config: dict = {}
+    if args.pipeline:
+        text = Path(args.pipeline).read_text() if Path(args.pipeline).is_file() else args.pipeline
+        try:
+            config = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise _usage(f"--pipeline is neither a JSON file nor JSON text: {exc}") from None
+        if not isinstance(config, dict):
+            raise _usage("--pipeline must be a JSON object.")
+    if args.retriever:
+        config["retriever"] = args.retriever
+    if args.fusion or args.fusion_alpha is not None:
+        config.setdefault("retriever", "hybrid")
+        fusion = config.setdefault("fusion", {})
+        fusion["method"] = args.fusion or fusion.get("method", "convex")
+        if args.fusion_alpha is not None:
+            fusion["alpha"] = args.fusion_alpha
+    if args.prf:
+        config.setdefault("prf", {})["placement"] = args.prf
+    if config.get("retriever") == "hybrid":
+        config.setdefault("fusion", {}).setdefault("method", "convex")
+    return config or None
+
+
 def _search_options(args: argparse.Namespace) -> dict:
     if args.search_threads is not None:
         from lsr.kernels import set_threads
@@ -76,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("corpus", type=Path, help="BEIR folder or corpus JSONL(.gz) with id and text")
     p.add_argument("out", type=Path, help="output folder (rerun the same command to resume)")
     p.add_argument("--shard-size", type=int, default=1000, help="documents per shard [1000]")
+    p.add_argument("--dense", default=None, metavar="MODEL", help="also encode dense vectors with this model")
     _add_encoder_options(p)
     p.set_defaults(func=cmd_encode)
 
@@ -85,6 +122,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing index (atomically)")
     p.add_argument("--work-dir", type=Path, default=None, help="where a corpus is encoded first [INDEX.encoding]")
     p.add_argument("--shard-size", type=int, default=1000, help="documents per encoded shard [1000]")
+    p.add_argument("--dense", default=None, metavar="MODEL",
+                   help="also encode dense vectors with this sentence-transformers model (all-MiniLM-L6-v2)")
+    p.add_argument("--dense-factory", default="Flat",
+                   help="faiss index factory string for the dense side [Flat: exact inner product]")
     _add_storage_options(p)
     _add_encoder_options(p)
     p.set_defaults(func=cmd_index)
@@ -94,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("queries", nargs="+", help="one or more query texts")
     p.add_argument("-k", type=int, default=10, help="hits per query [10]")
     _add_search_options(p)
+    _add_pipeline_options(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_search)
 
@@ -107,6 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=1000, help="run depth [1000]")
     p.add_argument("--measures", nargs="+", default=None, help="ir_measures names [nDCG@10 R@100 RR@10]")
     _add_search_options(p)
+    _add_pipeline_options(p)
+    p.add_argument("--dense", default=None, metavar="MODEL",
+                   help="also build the dense side with this model [all-MiniLM-L6-v2 when the pipeline needs it]")
     p.add_argument("--rebuild", action="store_true", help="re-encode and re-index even if an index exists")
     p.add_argument("--check-exact", action="store_true", help="also score by brute force and compare")
     _add_storage_options(p)
@@ -151,7 +196,13 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from lsr.models import DEFAULT_MODEL
 
     encoder = load_encoder(args.model or DEFAULT_MODEL, **_encoder_options(args))
-    result = encode_corpus(args.corpus, args.out, encoder, args.shard_size, show_progress=not args.quiet)
+    dense = None
+    if args.dense:
+        from lsr.dense import DenseEncoder
+
+        dense = DenseEncoder(args.dense)
+    result = encode_corpus(args.corpus, args.out, encoder, args.shard_size, show_progress=not args.quiet,
+                           dense_encoder=dense)
     print(f"encoded {result.n_docs} documents into {result.n_shards} shards in {args.out} "
           f"({result.seconds:.1f}s; {result.resumed_from} were already done)")
     return 0
@@ -163,7 +214,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     result = build_index(args.source, args.index, model=args.model, overwrite=args.overwrite,
                          work_dir=args.work_dir, shard_size=args.shard_size,
                          encoder_options=_encoder_options(args), show_progress=not args.quiet,
-                         storage=_storage_options(args))
+                         storage=_storage_options(args), dense_model=args.dense, dense_factory=args.dense_factory)
     print(f"indexed {result.n_docs} documents into {args.index} in {result.seconds:.1f}s"
           + (f" (encoding took {result.encode_seconds:.1f}s)" if result.encode_seconds else "")
           + f"; size {_human_size(_dir_size(args.index))}")
@@ -173,8 +224,15 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from lsr.search import SparseRetriever
 
-    retriever = SparseRetriever(args.index, backend=args.backend)
-    hits = retriever.search(args.queries, args.k, **_search_options(args))
+    pipeline = _pipeline(args)
+    if pipeline:
+        from lsr.search import SearchPipeline
+
+        retriever = SearchPipeline(args.index, pipeline, backend=args.backend)
+        hits = retriever.search(args.queries, args.k)
+    else:
+        retriever = SparseRetriever(args.index, backend=args.backend)
+        hits = retriever.search(args.queries, args.k, **_search_options(args))
     results = []
     for i, text in enumerate(args.queries):
         ids, scores = hits.row(i)
@@ -210,7 +268,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out = args.out or args.index.with_name(args.index.name + "-eval")
         report = evaluate_index(args.index, queries, qrels, out, args.k, measures, args.backend,
                                 args.check_exact, show_progress=not args.quiet,
-                                search_options=_search_options(args))
+                                search_options=_search_options(args), pipeline=_pipeline(args))
     else:
         if args.dataset is None:
             raise _usage("eval needs a dataset (e.g. scifact) or --index.")
@@ -220,7 +278,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         report = evaluate_beir(args.dataset, out, args.split, model, args.k, measures, args.backend,
                                args.rebuild, args.check_exact, _encoder_options(args),
                                show_progress=not args.quiet, search_options=_search_options(args),
-                               storage=_storage_options(args))
+                               storage=_storage_options(args), pipeline=_pipeline(args), dense_model=args.dense)
     _print_report(report, out)
     return 0
 
@@ -230,8 +288,11 @@ def _print_report(report: dict, out: Path) -> None:
           f"docs={report['n_docs']}  queries={report['n_queries']}")
     for name, value in report["metrics"].items():
         print(f"  {name:<10} {value:.4f}")
-    sparsity, timings = report["sparsity"], report["timings"]
-    print(f"  avg non-zeros: query {sparsity['avg_nnz_query']:.1f}, document {sparsity['avg_nnz_doc']:.1f}")
+    sparsity, timings = report.get("sparsity"), report["timings"]
+    if "pipeline" in report:
+        print(f"  pipeline: {orjson.dumps(report['pipeline']).decode()}")
+    if sparsity:
+        print(f"  avg non-zeros: query {sparsity['avg_nnz_query']:.1f}, document {sparsity['avg_nnz_doc']:.1f}")
     print("  timings: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items() if isinstance(v, float)))
     if "exact_check" in report:
         check = report["exact_check"]

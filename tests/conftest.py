@@ -61,6 +61,28 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_mlm(tmp_path_factory.mktemp("tiny-mlm"))
 
 
+def build_tiny_dense(folder: Path, mlm_folder: Path) -> Path:
+    """A sentence-transformers folder: the tiny BERT's encoder, mean pooling, normalisation."""
+    from sentence_transformers import SentenceTransformer
+
+    try:  # sentence-transformers 6 moved the modules (and warns on the old path)
+        from sentence_transformers.sentence_transformer import modules
+    except ImportError:  # pragma: no cover - older releases
+        from sentence_transformers import models as modules
+
+    word = modules.Transformer(str(mlm_folder), max_seq_length=64)
+    dim = (getattr(word, "get_embedding_dimension", None) or word.get_word_embedding_dimension)()
+    model = SentenceTransformer(modules=[word, modules.Pooling(dim),
+                                         modules.Normalize()], device="cpu")
+    model.save(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_dense_model(tmp_path_factory, tiny_model) -> Path:
+    return build_tiny_dense(tmp_path_factory.mktemp("tiny-dense"), tiny_model)
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_model):
     from lsr.encoders.splade import SpladeEncoder

@@ -29,6 +29,9 @@ class DenseEncoder:
         if not os.path.isdir(path):
             raise ModelNotFoundError(f"dense model {self.model_spec!r} is not a local folder or a known name; "
                                      "download it where the hub is reachable and pass its folder.")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
         try:
             self.model = SentenceTransformer(path, device=device)
         except (OSError, ValueError) as exc:
@@ -40,7 +43,8 @@ class DenseEncoder:
 
     @property
     def dim(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension())
+        get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(get())
 
     def config(self) -> dict[str, Any]:
         return {"model": self.model_spec, "dim": self.dim, "max_length": self.max_length}

@@ -48,9 +48,16 @@ def evaluate_index(index_dir: str | os.PathLike[str], queries: dict[str, str], q
                    out_dir: str | os.PathLike[str], k: int = 1000, measures: Sequence[str] = DEFAULT_MEASURES,
                    backend: str = "auto", check_exact: bool = False, run_name: str = "run",
                    extra: dict[str, Any] | None = None, show_progress: bool = True,
-                   search_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Search ``queries`` on an existing index, write ``<run_name>.trec`` and ``report.json`` into out_dir."""
+                   search_options: dict[str, Any] | None = None,
+                   pipeline: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Search ``queries`` on an existing index, write ``<run_name>.trec`` and ``report.json`` into out_dir.
+    With a ``pipeline`` config (:class:`lsr.search.SearchPipeline`) the queries go through it instead of
+    the plain sparse retriever."""
     from lsr.search import SparseRetriever
+
+    if pipeline is not None and pipeline != {"retriever": "sparse"}:
+        return _evaluate_pipeline(index_dir, queries, qrels, out_dir, k, measures, backend, run_name, extra,
+                                  pipeline)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,12 +108,49 @@ def evaluate_index(index_dir: str | os.PathLike[str], queries: dict[str, str], q
     return report
 
 
+def _evaluate_pipeline(index_dir, queries, qrels, out_dir, k, measures, backend, run_name, extra,  # noqa: ANN001
+                       pipeline) -> dict[str, Any]:  # noqa: ANN001
+    from lsr.search import SearchPipeline
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    searcher = SearchPipeline(index_dir, pipeline, backend=backend)
+    query_ids = list(queries)
+    if not query_ids:
+        raise InvalidInputError("no queries to evaluate.")
+    searcher.search([queries[query_ids[0]]], k)  # warm-up: loads the models and kernels
+    started = time.perf_counter()
+    hits = searcher.search([queries[q] for q in query_ids], k)
+    seconds = time.perf_counter() - started
+    run = run_from_hits(searcher.index, query_ids, hits)
+    run_file = out / f"{run_name}.trec"
+    write_run(run_file, run)
+    report: dict[str, Any] = {
+        **(extra or {}),
+        "index": str(Path(index_dir).resolve()),
+        "pipeline": searcher.config,
+        "config": {"k": k, "backend": backend, "measures": list(measures)},
+        "n_docs": searcher.index.n_live,
+        "n_queries": len(query_ids),
+        "metrics": evaluate_run(qrels, run, measures),
+        "timings": {**(extra or {}).get("timings", {}), "pipeline_s": seconds,
+                    "pipeline_ms_per_query": 1000 * seconds / len(query_ids),
+                    **{f"{stage}_ms_per_query": 1000 * v / len(query_ids) for stage, v in searcher.timings.items()}},
+        "run_file": str(run_file),
+        "versions": versions(),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+    }
+    write_bytes_atomic(out / "report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    return report
+
+
 def evaluate_beir(dataset: str | os.PathLike[str], out_dir: str | os.PathLike[str], split: str = "test",
                   model: str = "splade-tiny", k: int = 1000, measures: Sequence[str] = DEFAULT_MEASURES,
                   backend: str = "auto", rebuild: bool = False, check_exact: bool = False,
                   encoder_options: dict[str, Any] | None = None, show_progress: bool = True,
                   search_options: dict[str, Any] | None = None,
-                  storage: dict[str, Any] | None = None) -> dict[str, Any]:
+                  storage: dict[str, Any] | None = None, pipeline: dict[str, Any] | None = None,
+                  dense_model: str | None = None) -> dict[str, Any]:
     """Encode and index a BEIR folder's corpus into ``out_dir`` (reused when it is already there and was
     built with the same model), then evaluate ``split``."""
     from lsr.jobs.build import build_index
@@ -119,9 +163,15 @@ def evaluate_beir(dataset: str | os.PathLike[str], out_dir: str | os.PathLike[st
     queries = split_queries(read_queries(folder), qrels)
     index_dir = out / "index"
     timings: dict[str, float] = {}
-    if rebuild or not _reusable(index_dir, model, storage):
+    needs_dense = dense_model is not None or (pipeline or {}).get("retriever", "sparse") != "sparse"
+    if needs_dense and dense_model is None:
+        from lsr.models import DEFAULT_DENSE_MODEL
+
+        dense_model = DEFAULT_DENSE_MODEL
+    if rebuild or not _reusable(index_dir, model, storage, dense_model):
         result = build_index(folder, index_dir, model=model, overwrite=True, work_dir=out / "encoded",
-                             encoder_options=encoder_options, show_progress=show_progress, storage=storage)
+                             encoder_options=encoder_options, show_progress=show_progress, storage=storage,
+                             dense_model=dense_model)
         timings = {"encode_docs_s": result.encode_seconds, "index_s": result.seconds,
                    "encode_docs_per_s": result.n_docs / result.encode_seconds if result.encode_seconds else None}
     else:
@@ -129,10 +179,10 @@ def evaluate_beir(dataset: str | os.PathLike[str], out_dir: str | os.PathLike[st
     extra = {"dataset": str(folder), "split": split, "timings": timings}
     return evaluate_index(index_dir, queries, qrels, out, k, measures, backend, check_exact,
                           run_name=f"run.{split}", extra=extra, show_progress=show_progress,
-                          search_options=search_options)
+                          search_options=search_options, pipeline=pipeline)
 
 
-def _reusable(index_dir: Path, model: str, storage: dict[str, Any] | None) -> bool:
+def _reusable(index_dir: Path, model: str, storage: dict[str, Any] | None, dense_model: str | None = None) -> bool:
     """An existing index can be reused when it was built with the same model and storage options."""
     try:
         index = open_index(index_dir)
@@ -144,7 +194,9 @@ def _reusable(index_dir: Path, model: str, storage: dict[str, Any] | None) -> bo
                     and (storage.get("scale") is None or manifest.weights["scale"] == storage["scale"])
                     and manifest.block_size == storage.get("block_size", manifest.block_size)
                     and manifest.reorder == storage.get("reorder"))
-    return (index.encoder_config or {}).get("model") == model and same_storage
+    has_dense = index.manifest.dense is not None and (dense_model is None
+                                                     or index.manifest.dense.get("model") == dense_model)
+    return (index.encoder_config or {}).get("model") == model and same_storage and (dense_model is None or has_dense)
 
 
 def _avg_nnz(batch: SparseBatch) -> float:

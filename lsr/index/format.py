@@ -18,6 +18,8 @@ Layout::
         blocks.dense.npy       uint8 (rows x n_blocks): bound = byte x dense_scale[row]        (v2, optional)
         blocks.dense_scale.npy float32 (rows)                                                  (v2, optional)
         blocks.dense_prefix.npy uint32 (rows x ceil(n_blocks / 64)): entries before each chunk (v2, optional)
+        dense.vectors.npy      float32 (n_docs, dim): dense embeddings                          (optional)
+        dense.faiss            the serialised faiss index over them (built by lsr.dense)       (optional)
         forward.indptr.npy     int64 (n_docs + 1)  document vectors (CSR), for PRF and explanations
         forward.indices.npy    int32 term ids
         forward.values.npy     stored weights (postings' dtype)
@@ -54,6 +56,8 @@ __all__ = [
     "SEGMENT_ARRAYS",
     "BLOCK_ARRAYS",
     "DENSE_ARRAYS",
+    "DENSE_VECTORS",
+    "DENSE_FAISS",
     "WEIGHTS",
     "DEFAULT_BLOCK_SIZE",
     "READABLE_VERSIONS",
@@ -105,6 +109,8 @@ DENSE_ARRAYS: dict[str, tuple[str, str]] = {
     "dense_prefix": ("blocks.dense_prefix.npy", "uint32"),
 }
 DEFAULT_BLOCK_SIZE = 8
+DENSE_VECTORS = "dense.vectors.npy"
+DENSE_FAISS = "dense.faiss"
 # Files up to this size have their checksum verified every time an index is opened.
 VERIFY_AT_OPEN_BYTES = 4 << 20
 
@@ -141,6 +147,7 @@ class Manifest:
     block_size: int | None = DEFAULT_BLOCK_SIZE
     reorder: str | None = None  # how documents are ordered inside each segment: None (as added) or "bp"
     provenance: dict[str, Any] | None = None  # what the index was built from (set by batch jobs)
+    dense: dict[str, Any] | None = None  # {"model", "dim", "factory"} when segments hold dense vectors
     segments: list[SegmentInfo] = field(default_factory=list)
     generation: int = 0
     next_segment: int = 1
@@ -171,6 +178,7 @@ class Manifest:
             "block_size": self.block_size,
             "reorder": self.reorder,
             "provenance": self.provenance,
+            "dense": self.dense,
             "n_docs": self.n_docs,
             "n_deleted": self.n_deleted,
             "next_segment": self.next_segment,
@@ -198,6 +206,7 @@ class Manifest:
                 block_size=data.get("block_size"),
                 reorder=data.get("reorder"),
                 provenance=data.get("provenance"),
+                dense=data.get("dense"),
                 segments=[SegmentInfo(**s) for s in data["segments"]],
                 generation=int(data["generation"]),
                 next_segment=int(data["next_segment"]),

@@ -33,6 +33,8 @@ class Segment:
     fwd_values: np.ndarray  # stored weights (postings' dtype)
     docid_offsets: np.ndarray
     docid_bytes: np.ndarray
+    dense_vectors: np.ndarray | None = None  # float32 (n_docs, dim), memory-mapped
+    seg_dir: Path | None = None
 
     @classmethod
     def open(cls, index_dir: Path, info: fmt.SegmentInfo, manifest: fmt.Manifest) -> Segment:
@@ -66,8 +68,23 @@ class Segment:
                                  arrays["block_maxima"], arrays["block_starts"], **dense)
         postings = PostingArrays(arrays["offsets"], arrays["docs"], arrays["weights"], info.n_docs,
                                  manifest.weights["scale"], blocks)
+        dense = None
+        if manifest.dense is not None:
+            path = seg_dir / fmt.DENSE_VECTORS
+            try:
+                dense = np.load(path, mmap_mode="r", allow_pickle=False)
+            except Exception as exc:  # noqa: BLE001 - see above
+                raise IndexFormatError(f"index file {path} is unreadable ({type(exc).__name__}).") from None
+            if dense.dtype != np.float32 or dense.shape != (info.n_docs, int(manifest.dense["dim"])):
+                raise IndexFormatError(f"index file {path} holds {dense.dtype}{dense.shape}, expected float32 "
+                                       f"({info.n_docs}, {manifest.dense['dim']}).")
+            if fmt.DENSE_FAISS not in info.files:
+                raise IndexFormatError(f"segment {seg_dir} lacks {fmt.DENSE_FAISS}.")
         return cls(info, postings, arrays["fwd_indptr"], arrays["fwd_indices"], arrays["fwd_values"],
-                   arrays["docid_offsets"], docid_bytes)
+                   arrays["docid_offsets"], docid_bytes, dense, seg_dir)
+
+    def dense_faiss_bytes(self) -> bytes:
+        return (self.seg_dir / fmt.DENSE_FAISS).read_bytes()
 
     def vectors(self, start: int, stop: int) -> SparseBatch:
         """Document vectors ``start:stop`` (local ids) with real weights (stored / scale)."""

@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -45,7 +45,8 @@ class IndexWriter:
     """
 
     def __init__(self, path: Path, work_dir: Path, manifest: fmt.Manifest, is_new: bool,
-                 segment_docs: int = DEFAULT_SEGMENT_DOCS, lock_wait_s: float = 0.0):
+                 segment_docs: int = DEFAULT_SEGMENT_DOCS, lock_wait_s: float = 0.0,
+                 dense_builder: Callable[[np.ndarray], bytes] | None = None):
         self.path = path
         self._work_dir = work_dir
         self._manifest = manifest
@@ -53,6 +54,8 @@ class IndexWriter:
         self._segment_docs = segment_docs
         self._pending_ids: list[str] = []
         self._pending_vectors: list[SparseBatch] = []
+        self._pending_dense: list[np.ndarray] = []
+        self._dense_builder = dense_builder
         self._pending_count = 0
         self._new_segments: list[fmt.SegmentInfo] = []
         self._deleted: set[int] = set()
@@ -77,7 +80,9 @@ class IndexWriter:
     def create(cls, path: str | os.PathLike[str], vocabulary: Vocabulary, encoder: dict[str, Any] | None,
                overwrite: bool = False, segment_docs: int = DEFAULT_SEGMENT_DOCS, weight_dtype: str = "float32",
                scale: float | None = None, block_size: int = fmt.DEFAULT_BLOCK_SIZE,
-               reorder: str | None = None, provenance: dict[str, Any] | None = None) -> IndexWriter:
+               reorder: str | None = None, provenance: dict[str, Any] | None = None,
+               dense: dict[str, Any] | None = None,
+               dense_builder: Callable[[np.ndarray], bytes] | None = None) -> IndexWriter:
         """Start a new index at ``path`` (which must not exist unless ``overwrite``).
 
         ``weight_dtype`` ``uint8``/``uint16`` stores ``round(weight * scale)``; without a ``scale`` the
@@ -85,6 +90,8 @@ class IndexWriter:
         ``block_size`` documents share one block maximum per term (the unit of block-max pruning).
         ``reorder="bp"`` orders each segment's documents by graph bisection so that neighbours share terms,
         which tightens block maxima (slower builds, faster block-max search on unclustered collections).
+        ``dense`` (``{"model", "dim", "factory"}``) gives every document a dense vector too, stored per
+        segment with the search structure ``dense_builder`` makes of them (see :mod:`lsr.dense`).
         """
         path = Path(path)
         if weight_dtype not in WEIGHT_DTYPES:
@@ -95,6 +102,8 @@ class IndexWriter:
             raise InvalidInputError(f"block_size must be an integer in [1, 4096], got {block_size!r}.")
         if reorder not in (None, "bp"):
             raise InvalidInputError(f"reorder must be None or 'bp', got {reorder!r}.")
+        if (dense is None) != (dense_builder is None):
+            raise InvalidInputError("a dense index needs both its description and a dense_builder.")
         if path.exists() and not overwrite:
             raise InvalidInputError(f"{path} already exists; pass overwrite=True (CLI: --overwrite) to replace it.")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,15 +124,16 @@ class IndexWriter:
                 block_size=block_size,
                 reorder=reorder,
                 provenance=provenance,
+                dense=dense,
             )
-            return cls(path, work_dir, manifest, is_new=True, segment_docs=segment_docs)
+            return cls(path, work_dir, manifest, is_new=True, segment_docs=segment_docs, dense_builder=dense_builder)
         except BaseException:
             shutil.rmtree(work_dir, ignore_errors=True)
             raise
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], segment_docs: int = DEFAULT_SEGMENT_DOCS,
-             lock_wait_s: float = 0.0) -> IndexWriter:
+             lock_wait_s: float = 0.0, dense_builder: Callable[[np.ndarray], bytes] | None = None) -> IndexWriter:
         """Append to (or delete from) an existing index; another writer's lock is waited for up to
         ``lock_wait_s`` seconds."""
         path = Path(path)
@@ -133,7 +143,8 @@ class IndexWriter:
                 f"{path} has index format version {manifest.format_version}, which this lsr reads but does not "
                 f"extend; rebuild it to add documents."
             )
-        return cls(path, path, manifest, is_new=False, segment_docs=segment_docs, lock_wait_s=lock_wait_s)
+        return cls(path, path, manifest, is_new=False, segment_docs=segment_docs, lock_wait_s=lock_wait_s,
+                   dense_builder=dense_builder)
 
     @property
     def dim(self) -> int:
@@ -144,9 +155,23 @@ class IndexWriter:
         return self._manifest.vocabulary["sha256"]
 
     # ------------------------------------------------------------------ changes
-    def add(self, ids: Sequence[str], vectors: SparseBatch) -> None:
-        """Buffer documents. An id that already exists replaces the earlier document."""
+    def add(self, ids: Sequence[str], vectors: SparseBatch, dense: np.ndarray | None = None) -> None:
+        """Buffer documents. An id that already exists replaces the earlier document. An index with a dense
+        part needs ``dense``, one float32 row per document."""
         self._check_open()
+        spec = self._manifest.dense
+        if spec is not None:
+            if dense is None or self._dense_builder is None:
+                raise InvalidInputError("this index has a dense part: add documents with their dense vectors "
+                                        "(and open the writer with a dense_builder).")
+            dense = np.ascontiguousarray(dense, dtype=np.float32)
+            if dense.shape != (vectors.n, int(spec["dim"])):
+                raise InvalidInputError(f"dense vectors must have shape ({vectors.n}, {spec['dim']}), got "
+                                        f"{dense.shape}.")
+            if not np.all(np.isfinite(dense)):
+                raise InvalidInputError("dense vectors must be finite.")
+        elif dense is not None:
+            raise InvalidInputError("this index has no dense part; build it with a dense model to add vectors.")
         if len(ids) != vectors.n:
             raise InvalidInputError(f"got {len(ids)} ids for {vectors.n} vectors.")
         if vectors.dim != self.dim:
@@ -165,6 +190,8 @@ class IndexWriter:
             self._id_lookup[ext] = next_id + offset
         self._pending_ids.extend(ids)
         self._pending_vectors.append(vectors)
+        if dense is not None:
+            self._pending_dense.append(dense)
         self._pending_count += vectors.n
         self._dirty = True
         if self._pending_count >= self._segment_docs:
@@ -255,11 +282,12 @@ class IndexWriter:
         if not self._pending_count:
             return
         vectors = SparseBatch.concat(self._pending_vectors)
-        info = self._write_segment(self._pending_ids, vectors)
+        dense = np.concatenate(self._pending_dense) if self._pending_dense else None
+        info = self._write_segment(self._pending_ids, vectors, dense)
         self._new_segments.append(info)
-        self._pending_ids, self._pending_vectors, self._pending_count = [], [], 0
+        self._pending_ids, self._pending_vectors, self._pending_dense, self._pending_count = [], [], [], 0
 
-    def _write_segment(self, ids: list[str], vectors: SparseBatch) -> fmt.SegmentInfo:
+    def _write_segment(self, ids: list[str], vectors: SparseBatch, dense: np.ndarray | None) -> fmt.SegmentInfo:
         number = self._manifest.next_segment
         self._manifest.next_segment += 1
         name = fmt.segment_dir_name(number)
@@ -272,6 +300,7 @@ class IndexWriter:
 
             order = bp_order(vectors.indptr, vectors.indices, vectors.dim)
             ids, vectors = [ids[i] for i in order], vectors.take(order)
+            dense = None if dense is None else dense[order]
             self._renumber(base, order)
         forward = self._stored_weights(vectors)
         postings = PostingArrays.from_documents(forward, self._manifest.block_size)
@@ -295,6 +324,9 @@ class IndexWriter:
                 dtype = weight_dtype if dtype == fmt.WEIGHTS else dtype
                 files[file_name] = _save_array(tmp_dir / file_name, np.ascontiguousarray(arrays[key], dtype=dtype))
         files[fmt.DOCIDS_BYTES] = _save_bytes(tmp_dir / fmt.DOCIDS_BYTES, b"".join(encoded_ids))
+        if dense is not None:
+            files[fmt.DENSE_VECTORS] = _save_array(tmp_dir / fmt.DENSE_VECTORS, dense)
+            files[fmt.DENSE_FAISS] = _save_bytes(tmp_dir / fmt.DENSE_FAISS, self._dense_builder(dense))
         fmt.fsync_dir(tmp_dir)
         os.replace(tmp_dir, self._work_dir / name)
         fmt.fsync_dir(self._work_dir)

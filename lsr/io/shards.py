@@ -1,6 +1,7 @@
 """Encoded shards: the output of ``lsr encode`` (one ``.npz`` per shard, no pickle).
 
-A shard holds ``ids`` (unicode array), ``indptr``/``indices``/``values`` (a SparseBatch) and ``dim``.
+A shard holds ``ids`` (unicode array), ``indptr``/``indices``/``values`` (a SparseBatch) and ``dim``, and
+``dense`` (float32, one row per document) when the job also encodes dense vectors.
 It is written to a temporary name, fsynced and renamed, so a shard file that exists is complete.
 """
 
@@ -15,18 +16,19 @@ import numpy as np
 from lsr.errors import InvalidInputError
 from lsr.types import SparseBatch
 
-__all__ = ["shard_path", "write_shard", "read_shard", "list_shards"]
+__all__ = ["shard_path", "write_shard", "read_shard", "read_shard_dense", "list_shards"]
 
 
 def shard_path(folder: Path, number: int) -> Path:
     return folder / f"shard-{number:06d}.npz"
 
 
-def write_shard(path: Path, ids: list[str], vectors: SparseBatch) -> None:
+def write_shard(path: Path, ids: list[str], vectors: SparseBatch, dense: np.ndarray | None = None) -> None:
     tmp = path.with_name(path.name + ".tmp")
+    extra = {} if dense is None else {"dense": np.ascontiguousarray(dense, dtype=np.float32)}
     with open(tmp, "wb") as fh:
         np.savez(fh, ids=np.array(ids, dtype=str), indptr=vectors.indptr, indices=vectors.indices,
-                 values=vectors.values, dim=np.int64(vectors.dim))
+                 values=vectors.values, dim=np.int64(vectors.dim), **extra)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -42,6 +44,15 @@ def read_shard(path: Path) -> tuple[list[str], SparseBatch]:
     if len(ids) != batch.n:
         raise InvalidInputError(f"encoded shard {path} has {len(ids)} ids for {batch.n} vectors.")
     return ids, batch
+
+
+def read_shard_dense(path: Path) -> np.ndarray | None:
+    """The shard's dense vectors, or None when the job encoded none."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return np.asarray(data["dense"]) if "dense" in data.files else None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        raise InvalidInputError(f"encoded shard {path} is unreadable: {exc}.") from None
 
 
 def list_shards(folder: Path) -> list[Path]:

@@ -22,7 +22,7 @@ from lsr.index import IndexWriter, Vocabulary, open_index
 from lsr.index.writer import DEFAULT_SEGMENT_DOCS
 from lsr.io.beir import find_corpus_file
 from lsr.io.jsonvectors import collect_tokens, iter_vector_batches, looks_like_vectors
-from lsr.io.shards import list_shards, read_shard
+from lsr.io.shards import list_shards, read_shard, read_shard_dense
 from lsr.jobs.encode import JOB_FILE, encode_corpus, read_job, read_job_vocabulary
 
 __all__ = ["BuildResult", "build_index", "index_from_shards", "index_from_vectors", "detect_source"]
@@ -53,7 +53,7 @@ def detect_source(source: Path) -> str:
 
 def index_from_shards(encoded: Path, index_dir: Path, overwrite: bool = False,
                       segment_docs: int = DEFAULT_SEGMENT_DOCS, show_progress: bool = True,
-                      storage: dict[str, Any] | None = None) -> BuildResult:
+                      storage: dict[str, Any] | None = None, dense_factory: str = "Flat") -> BuildResult:
     started = time.perf_counter()
     job = read_job(encoded)
     if not job.get("complete"):
@@ -66,11 +66,17 @@ def index_from_shards(encoded: Path, index_dir: Path, overwrite: bool = False,
         largest = max(float(read_shard(path)[1].values.max(initial=0.0)) for path in shards)
         storage["scale"] = float(np.iinfo(storage["weight_dtype"]).max) / (largest or 1.0)
     provenance = {key: job[key] for key in ("corpus", "corpus_bytes", "corpus_mtime_ns")}
+    dense_spec = builder = None
+    if job.get("dense"):
+        from lsr.dense import faiss_builder
+
+        dense_spec = {**job["dense"], "factory": dense_factory}
+        builder = faiss_builder(dense_factory)
     with IndexWriter.create(index_dir, vocabulary, job["encoder"], overwrite, segment_docs, provenance=provenance,
-                            **storage) as writer:
+                            dense=dense_spec, dense_builder=builder, **storage) as writer:
         for path in tqdm(shards, disable=not show_progress, desc="indexing", unit="shard"):
             ids, vectors = read_shard(path)
-            writer.add(ids, vectors)
+            writer.add(ids, vectors, read_shard_dense(path) if dense_spec else None)
         manifest = writer.commit()
     return BuildResult(index_dir, manifest.n_docs, time.perf_counter() - started)
 
@@ -109,9 +115,11 @@ def build_index(source: str | os.PathLike[str], index_dir: str | os.PathLike[str
                 overwrite: bool = False, work_dir: str | os.PathLike[str] | None = None,
                 shard_size: int = 1000, segment_docs: int = DEFAULT_SEGMENT_DOCS,
                 encoder_options: dict[str, Any] | None = None, show_progress: bool = True,
-                storage: dict[str, Any] | None = None) -> BuildResult:
+                storage: dict[str, Any] | None = None, dense_model: str | None = None,
+                dense_factory: str = "Flat") -> BuildResult:
     """Index whatever ``source`` is (see :func:`detect_source`). ``storage`` holds IndexWriter options:
-    ``weight_dtype``, ``scale``, ``block_size``."""
+    ``weight_dtype``, ``scale``, ``block_size``. ``dense_model`` also encodes dense vectors (corpus sources)
+    into a faiss index of type ``dense_factory`` beside the sparse one."""
     source, index_dir = Path(source), Path(index_dir)
     default_work = index_dir.with_name(index_dir.name + ".encoding")
     if index_dir.exists() and not overwrite:
@@ -124,16 +132,23 @@ def build_index(source: str | os.PathLike[str], index_dir: str | os.PathLike[str
     kind = detect_source(source)
     log.info("indexing %s (%s) into %s", source, kind, index_dir)
     if kind == "encoded":
-        return index_from_shards(source, index_dir, overwrite, segment_docs, show_progress, storage)
+        return index_from_shards(source, index_dir, overwrite, segment_docs, show_progress, storage, dense_factory)
+    if dense_model is not None and kind == "vectors":
+        raise InvalidInputError("--dense needs texts: index a corpus (or an lsr encode folder made with --dense).")
     if kind == "vectors":
         return index_from_vectors(source, index_dir, model, overwrite, segment_docs, show_progress, storage)
     from lsr.encoders import load_encoder
     from lsr.models import DEFAULT_MODEL
 
     encoder = load_encoder(model or DEFAULT_MODEL, **(encoder_options or {}))
+    dense_encoder = None
+    if dense_model is not None:
+        from lsr.dense import DenseEncoder
+
+        dense_encoder = DenseEncoder(dense_model)
     work = Path(work_dir) if work_dir else default_work
-    encoded = encode_corpus(source, work, encoder, shard_size, show_progress)
-    result = index_from_shards(work, index_dir, overwrite, segment_docs, show_progress, storage)
+    encoded = encode_corpus(source, work, encoder, shard_size, show_progress, dense_encoder)
+    result = index_from_shards(work, index_dir, overwrite, segment_docs, show_progress, storage, dense_factory)
     if work_dir is None:
         _remove_work(work)
     result.encode_seconds = encoded.seconds

@@ -42,7 +42,7 @@ class EncodeResult:
     resumed_from: int  # documents already encoded by an earlier run
 
 
-def _job_spec(corpus: Path, encoder: SparseEncoder, shard_size: int) -> dict[str, Any]:
+def _job_spec(corpus: Path, encoder: SparseEncoder, shard_size: int, dense_encoder=None) -> dict[str, Any]:  # noqa: ANN001
     stat = corpus.stat()
     return {
         "corpus": str(corpus.resolve()),
@@ -51,6 +51,7 @@ def _job_spec(corpus: Path, encoder: SparseEncoder, shard_size: int) -> dict[str
         "encoder": encoder.config(),
         "vocabulary": encoder.vocabulary.identity(),
         "shard_size": shard_size,
+        "dense": None if dense_encoder is None else dense_encoder.config(),
     }
 
 
@@ -79,13 +80,14 @@ def read_job_vocabulary(out_dir: Path) -> Vocabulary:
 
 
 def encode_corpus(corpus: str | os.PathLike[str], out_dir: str | os.PathLike[str], encoder: SparseEncoder,
-                  shard_size: int = 1000, show_progress: bool = True) -> EncodeResult:
-    """Encode every document of ``corpus`` into ``out_dir``, resuming an interrupted run there."""
+                  shard_size: int = 1000, show_progress: bool = True, dense_encoder=None) -> EncodeResult:  # noqa: ANN001
+    """Encode every document of ``corpus`` into ``out_dir``, resuming an interrupted run there.
+    With a ``dense_encoder`` (:class:`lsr.dense.DenseEncoder`) each shard also holds dense vectors."""
     if shard_size < 1:
         raise InvalidInputError(f"shard_size must be >= 1, got {shard_size}.")
     corpus_file = find_corpus_file(Path(corpus))
     out = Path(out_dir)
-    spec = _job_spec(corpus_file, encoder, shard_size)
+    spec = _job_spec(corpus_file, encoder, shard_size, dense_encoder)
     total = count_lines(corpus_file)  # before anything is written: an empty corpus leaves no trace
     if total == 0:
         raise InvalidInputError(f"{corpus_file} holds no documents.")
@@ -105,8 +107,10 @@ def encode_corpus(corpus: str | os.PathLike[str], out_dir: str | os.PathLike[str
             chunk = list(islice(documents, shard_size))
             if not chunk:
                 break
-            vectors = encoder.encode_documents([d.full_text for d in chunk])
-            write_shard(shard_path(out, number), [d.id for d in chunk], vectors)
+            texts = [d.full_text for d in chunk]
+            vectors = encoder.encode_documents(texts)
+            dense = None if dense_encoder is None else dense_encoder.encode_documents(texts)
+            write_shard(shard_path(out, number), [d.id for d in chunk], vectors, dense)
             number += 1
             n_docs += len(chunk)
             bar.update(len(chunk))

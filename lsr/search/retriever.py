@@ -38,6 +38,7 @@ class SparseRetriever:
         if encoder is not None:
             self._check_encoder(encoder)
         self.timings: dict[str, float] = {}
+        self._last: tuple[tuple[str, ...], SparseBatch] | None = None
 
     @property
     def encoder(self) -> SparseEncoder:
@@ -64,7 +65,10 @@ class SparseRetriever:
         for text in texts:
             if not isinstance(text, str) or not text.strip():
                 raise InvalidQueryError(f"query texts must be non-empty strings, got {text!r}.")
-        return self.encoder.encode_queries(list(texts), show_progress=show_progress)
+        key = tuple(texts)  # memoised for the last batch: pipelines ask more than once per query
+        if self._last is None or self._last[0] != key:
+            self._last = (key, self.encoder.encode_queries(list(texts), show_progress=show_progress))
+        return self._last[1]
 
     def search(self, queries: Sequence[str] | SparseBatch, k: int, show_progress: bool = False,
                **search_options) -> Hits:

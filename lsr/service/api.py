@@ -97,6 +97,8 @@ def search():
     snap = snapshot()
     timings: dict[str, float] = {}
     started = time.perf_counter()
+    if req.pipeline is not None:
+        return _search_pipeline(snap, req)
     if req.texts is not None:
         queries = _encoder(snap).encode_queries(req.texts)
         timings["encode_ms"] = 1000 * (time.perf_counter() - started)
@@ -126,6 +128,31 @@ def search():
     timings["resolve_ms"] = 1000 * (time.perf_counter() - started)
     timings["total_ms"] = 1000 * (time.perf_counter() - g.started)
     return jsonify({"results": results, "timings": timings,
+                    "index": {"generation": snap.generation, "documents": snap.index.n_live}})
+
+
+def _search_pipeline(snap: Snapshot, req) -> Any:  # noqa: ANN001
+    """Dense, hybrid and PRF search through a SearchPipeline over this snapshot's retrievers."""
+    from lsr.search import SearchPipeline
+
+    needs_dense = req.pipeline["retriever"] != "sparse"
+    if needs_dense and snap.dense is None:
+        raise ApiError(400, "unsupported", "this index has no dense part (build it with lsr index --dense MODEL), "
+                                           "so dense and hybrid search are not available.")
+    if req.explain:
+        raise ApiError(400, "unsupported", "explanations are available for plain sparse search only.")
+    pipeline = SearchPipeline(snap.index, req.pipeline, sparse=snap.retriever, dense=snap.dense)
+    hits = pipeline.search(req.texts, req.k)
+    _deadline("search")
+    results = []
+    for i in range(hits.n):
+        ids, scores = hits.row(i)
+        results.append({"query": req.texts[i], "hits": [
+            {"rank": r, "id": ext, "score": s}
+            for r, (ext, s) in enumerate(zip(snap.index.external_ids(ids), scores.tolist(), strict=True), 1)]})
+    timings = {f"{stage}_ms": 1000 * seconds for stage, seconds in pipeline.timings.items()}
+    timings["total_ms"] = 1000 * (time.perf_counter() - g.started)
+    return jsonify({"results": results, "timings": timings, "pipeline": pipeline.config,
                     "index": {"generation": snap.generation, "documents": snap.index.n_live}})
 
 

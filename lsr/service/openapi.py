@@ -65,7 +65,17 @@ def openapi_document(limits) -> dict[str, Any]:  # noqa: ANN001 - Limits
                     "explain": {"type": "boolean", "default": False},
                     "algorithm": {"type": "string", "enum": ["auto", "exhaustive", "blockmax"]},
                     "alpha": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1},
-                    "query_cut": {"type": "integer", "minimum": 1, "maximum": 4096}}},
+                    "query_cut": {"type": "integer", "minimum": 1, "maximum": 4096},
+                    "retriever": {"type": "string", "enum": ["sparse", "dense", "hybrid"]},
+                    "hybrid": {"type": "object", "properties": {
+                        "method": {"type": "string", "enum": ["pyserini", "convex", "rrf"]},
+                        "alpha": {"type": "number"},
+                        "normalization": {"type": "string", "enum": ["none", "midrange", "minmax", "zscore"]},
+                        "depth": {"type": "integer", "minimum": 1, "maximum": 1000}}},
+                    "prf": {"oneOf": [{"type": "boolean"}, {"type": "object", "properties": {
+                        "placement": {"type": "string", "enum": ["before", "after", "both"]},
+                        "side": {"type": "string", "enum": ["sparse", "dense"]},
+                        "sparse": {"type": "object"}, "dense": {"type": "object"}}}]}}},
                 "SearchResponse": {"type": "object", "required": ["results", "timings", "index"], "properties": {
                     "results": {"type": "array", "items": {"type": "object", "properties": {
                         "query": {"type": "string", "nullable": True},

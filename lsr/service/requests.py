@@ -33,6 +33,7 @@ class SearchRequest:
     algorithm: str
     alpha: float
     query_cut: int | None
+    pipeline: dict[str, Any] | None = None  # a SearchPipeline config, for dense / hybrid / PRF
 
 
 def bad(message: str) -> ApiError:
@@ -98,10 +99,9 @@ def parse_search(body: dict, limits: Limits) -> SearchRequest:
         if not isinstance(raw, list) or not raw or len(raw) > limits.max_batch:
             raise bad(f"vectors must be a list of 1 to {limits.max_batch} objects.")
         vectors = [_vector(v, f"vectors[{i}]", limits) for i, v in enumerate(raw)]
-    for unsupported in ("hybrid", "prf"):
-        if body.get(unsupported):
-            raise ApiError(400, "unsupported", f"{unsupported} search is not available on this server (no dense "
-                                               "index or PRF pipeline is configured).")
+    pipeline = _pipeline(body)
+    if pipeline is not None and vectors is not None:
+        raise bad("dense, hybrid and PRF search take query texts, not vectors.")
     algorithm = body.get("algorithm", "auto")
     if algorithm not in ALGORITHMS:
         raise bad(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}.")
@@ -115,7 +115,31 @@ def parse_search(body: dict, limits: Limits) -> SearchRequest:
     if not isinstance(explain, bool):
         raise bad(f"explain must be true or false, got {explain!r}.")
     return SearchRequest(texts, vectors, _int(body, "k", 10, 1, limits.max_k), explain, algorithm, float(alpha),
-                         query_cut)
+                         query_cut, pipeline)
+
+
+def _pipeline(body: dict) -> dict[str, Any] | None:
+    """``retriever`` / ``hybrid`` / ``prf`` fields -> a SearchPipeline config (validated by the pipeline)."""
+    retriever, hybrid, prf = body.get("retriever"), body.get("hybrid"), body.get("prf")
+    if retriever is None and not hybrid and not prf:
+        return None
+    if retriever is not None and retriever not in ("sparse", "dense", "hybrid"):
+        raise bad(f"retriever must be sparse, dense or hybrid, got {retriever!r}.")
+    config: dict[str, Any] = {"retriever": retriever or ("hybrid" if hybrid else "sparse")}
+    if hybrid:
+        if not isinstance(hybrid, dict):
+            raise bad("hybrid must be an object such as {\"method\": \"convex\", \"alpha\": 0.5}.")
+        config["retriever"] = "hybrid"
+        config["fusion"] = hybrid
+    elif config["retriever"] == "hybrid":
+        config["fusion"] = {"method": "convex"}
+    if prf:
+        if prf is True:
+            prf = {}
+        if not isinstance(prf, dict):
+            raise bad("prf must be true or an object such as {\"placement\": \"after\"}.")
+        config["prf"] = prf
+    return config
 
 
 def parse_encode(body: dict, limits: Limits) -> tuple[list[str], str, int | None]:

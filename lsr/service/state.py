@@ -30,6 +30,7 @@ class Snapshot:
     index: Index
     retriever: SparseRetriever
     stamp: tuple[int, int, int]  # (inode, mtime_ns, size) of the manifest it was opened from
+    dense: object | None = None  # a DenseRetriever when the index has a dense part
 
     @property
     def generation(self) -> int:
@@ -48,6 +49,7 @@ class IndexHolder:
         self.backend = backend
         self.check_interval_s = check_interval_s
         self._encoder = encoder
+        self._dense_encoder = None
         self._lock = threading.Lock()
         self._checked = 0.0
         self._current = self._open()
@@ -59,8 +61,17 @@ class IndexHolder:
         if self._encoder is None and index.encoder_config is not None:
             self._encoder = retriever.encoder  # load once, share with later snapshots
         retriever.searcher.warm_up()
+        dense = None
+        if index.manifest.dense is not None:
+            try:
+                from lsr.search.dense import DenseRetriever
+
+                dense = DenseRetriever(index, encoder=self._dense_encoder)
+                self._dense_encoder = dense.encoder  # load once, share with later snapshots
+            except Exception as exc:  # noqa: BLE001 - serve sparse search even if the dense side cannot load
+                log.error("dense side unavailable: %s", exc)
         log.info("serving %s generation %d (%d documents)", self.path, index.manifest.generation, index.n_live)
-        return Snapshot(index, retriever, stamp)
+        return Snapshot(index, retriever, stamp, dense)
 
     @property
     def encoder(self) -> SparseEncoder | None:
