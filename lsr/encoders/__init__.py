@@ -12,7 +12,7 @@ from typing import Any
 
 from lsr.encoders.base import SparseEncoder
 
-__all__ = ["SparseEncoder", "load_encoder", "SpladeEncoder"]
+__all__ = ["SparseEncoder", "load_encoder", "SpladeEncoder", "InferenceFreeEncoder", "CausalSpladeEncoder"]
 
 
 def load_encoder(config: dict[str, Any] | str, **overrides: Any) -> SparseEncoder:
@@ -27,4 +27,12 @@ def __getattr__(name: str):
         from lsr.encoders.splade import SpladeEncoder
 
         return SpladeEncoder
+    if name == "CausalSpladeEncoder":
+        from lsr.encoders.causal import CausalSpladeEncoder
+
+        return CausalSpladeEncoder
+    if name == "InferenceFreeEncoder":
+        from lsr.encoders.inference_free import InferenceFreeEncoder
+
+        return InferenceFreeEncoder
     raise AttributeError(f"module 'lsr.encoders' has no attribute {name!r}")

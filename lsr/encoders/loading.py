@@ -9,9 +9,9 @@ from urllib.parse import urlparse
 
 from lsr.errors import ModelNotFoundError
 from lsr.index.vocabulary import Vocabulary
-from lsr.models import resolve_model
+from lsr.models import KNOWN_MODELS, resolve_model
 
-__all__ = ["load_pretrained", "load_masked_lm", "vocabulary_of"]
+__all__ = ["load_pretrained", "load_masked_lm", "load_tokenizer", "vocabulary_of"]
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +37,24 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def load_pretrained(spec: str, model_class: str):  # noqa: ANN201 - (tokenizer, model)
-    """``AutoTokenizer`` + ``transformers.<model_class>`` from a known name, a folder or a hub id."""
+def load_pretrained(spec: str, model_class: str, gguf_file: str | None = None):  # noqa: ANN201 - (tokenizer, model)
+    """``AutoTokenizer`` + ``transformers.<model_class>`` from a known name, a folder or a hub id.
+
+    ``gguf_file`` names a GGUF file inside the folder (or hub repo) to load both from; a known model shipped
+    as a GGUF file supplies its own.
+    """
     import transformers
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a per-load "Loading weights" bar is noise in batch jobs
     auto_model = getattr(transformers, model_class)
     path = resolve_model(spec)
+    if gguf_file is None and spec in KNOWN_MODELS:
+        gguf_file = KNOWN_MODELS[spec].gguf_file
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
 
     def load(**kwargs):  # noqa: ANN202
+        kwargs.update(extra)
         return (transformers.AutoTokenizer.from_pretrained(path, **kwargs),
                 auto_model.from_pretrained(path, **kwargs))
 
@@ -67,6 +75,20 @@ def load_pretrained(spec: str, model_class: str):  # noqa: ANN201 - (tokenizer, 
         return load()
     except (OSError, ValueError) as exc:
         raise _hub_error(spec, f"the hub did not provide it ({type(exc).__name__})") from None
+
+
+def load_tokenizer(spec: str):  # noqa: ANN201 - (tokenizer, output dimension)
+    """A model's tokenizer and its vocabulary size (the model's output dimension), without the weights."""
+    import transformers
+
+    path = resolve_model(spec)
+    local = {} if os.path.isdir(path) else {"local_files_only": True}
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, **local)
+        config = transformers.AutoConfig.from_pretrained(path, **local)
+    except (OSError, ValueError) as exc:
+        raise _hub_error(spec, f"its tokenizer could not be loaded ({type(exc).__name__})") from None
+    return tokenizer, int(getattr(config, "vocab_size", None) or len(tokenizer))
 
 
 def load_masked_lm(spec: str):  # noqa: ANN201 - (tokenizer, model)

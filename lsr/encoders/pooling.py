@@ -1,10 +1,29 @@
-"""SPLADE pooling: per vocabulary term, max over valid tokens of log(1 + ReLU(logit))."""
+"""SPLADE pooling: per vocabulary term, max over valid tokens of log(1 + ReLU(logit)).
+
+Two routes to the same vectors. :func:`splade_pool` takes a model's full ``(batch, tokens, vocab)`` logits.
+:func:`projected_splade` never builds them: it takes the packed hidden states of the valid tokens only and
+multiplies them by the output projection tile by tile (a few hundred token rows x a few thousand vocabulary
+columns, small enough to stay in the L2 cache), keeping only the running max. For a small model such as
+SPLADE-tiny nearly all encoding time is that projection, and writing and rereading the logits tensor
+(tokens x 30,522 floats) costs more than the multiplication itself.
+
+On CPUs with fast bfloat16 products (AMX, AVX-512 BF16) the float32 route is also *screened*: a bfloat16
+product, with the bias raised by a bound on its rounding error, finds the terms that cannot be positive (99%
+of the vocabulary for a SPLADE passage); those get weight 0, which is what float32 gives them, and only the
+others are multiplied out in float32. The vectors are those of the plain float32 route.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import accumulate
+
 import torch
 
-__all__ = ["splade_pool", "dense_to_sparse_batch"]
+__all__ = ["splade_pool", "dense_to_sparse_batch", "VocabProjection", "projected_max", "projected_splade",
+           "activate", "fast_bfloat16"]
+
+_U = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits)
 
 
 def splade_pool(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -16,7 +35,144 @@ def splade_pool(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Ten
     second logits-sized tensor. ``logits`` is modified.
     """
     logits.mul_(attention_mask.unsqueeze(-1).to(logits.dtype))
-    return torch.log1p(torch.relu(logits.amax(dim=1)))
+    return activate(logits.amax(dim=1))
+
+
+def activate(max_logits: torch.Tensor) -> torch.Tensor:
+    """log(1 + ReLU(x)), applied after the max (monotone, so the order does not change the result)."""
+    return torch.log1p(torch.relu(max_logits))
+
+
+def fast_bfloat16(device: torch.device) -> bool:
+    """Whether bfloat16 matrix products are native here (CPU: AMX or AVX-512 BF16), not emulated."""
+    if device.type != "cpu":
+        return False
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, hence looked up defensively
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+class VocabProjection:
+    """The output projection ``x @ weight.T + bias``, its weight transposed once into contiguous column chunks.
+
+    ``dtype=torch.bfloat16`` keeps the chunks (and the bias, which then goes into the product) in bfloat16:
+    several times faster on CPUs with AMX or AVX-512 BF16, at a cosine of about 0.99998 to float32.
+    ``screen`` (float32 only; default: where bfloat16 is fast) adds the exact bfloat16 screen.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype = torch.float32,
+                 chunk: int | None = None, screen: bool | None = None):
+        weight = weight.detach()
+        self.dim, hidden = (int(n) for n in weight.shape)
+        self.dtype = dtype
+        self.bias = torch.zeros(self.dim, device=weight.device) if bias is None else bias.detach().float()
+        self.screen = dtype == torch.float32 and (fast_bfloat16(weight.device) if screen is None else screen)
+        tiled = torch.bfloat16 if self.screen else dtype
+        chunk = chunk or (1024 if tiled == torch.bfloat16 else 2048)  # measured fastest (SPLADE-tiny, 2 cores)
+        self.bounds = [(start, min(start + chunk, self.dim)) for start in range(0, self.dim, chunk)]
+        # (hidden, chunk) contiguous blocks: each product then reads one compact block of the weight
+        self.chunks = [weight[a:b].t().to(tiled).contiguous() for a, b in self.bounds]
+        self.bias_chunks = [self.bias[a:b].to(tiled) for a, b in self.bounds]
+        if self.screen:
+            self.weight = weight.float()  # the exact products of the terms that pass the screen
+            # How far a bfloat16 product can fall below the float32 one, per unit of |x| |w_j| (Cauchy-Schwarz
+            # bounds sum_k |x_k w_jk| by that): rounding x and w to bfloat16 (2u + u^2), float32 accumulation of
+            # hidden + 1 terms there and of hidden terms in the float32 product (n * 2^-24 each), 1% to spare.
+            gamma = (hidden + 1) * 2.0**-24
+            self.error_per_norm = 1.01 * (2 * _U + _U**2 + 2 * gamma * (1 + _U) ** 2)
+            self.weight_norms = torch.linalg.vector_norm(self.weight, dim=1)
+
+
+def projected_max(hidden: torch.Tensor, lengths: Sequence[int], projection: VocabProjection,
+                  tile_rows: int = 256) -> torch.Tensor:
+    """Packed ``(sum(lengths), hidden)`` token states of consecutive texts -> ``(len(lengths), vocab)`` max
+    logits, i.e. ``max over each text's rows of (hidden @ weight.T + bias)``, before the activation (a text
+    without rows gets -inf). A float32 projection is computed unscreened.
+
+    float32: the bias is added after the max, which is exact (rounding is monotone, so max(fl(a + b)) =
+    fl(max(a) + b)) and saves one addition per token and term. bfloat16: the bias goes into the product, and
+    negative maxima come back as 0 (the activation's floor).
+    """
+    if projection.dtype == torch.bfloat16:
+        bits = _tiled_max(hidden, lengths, projection.chunks, projection.bias_chunks, projection, tile_rows)
+        return bits.clamp_(min=0).view(torch.bfloat16).float()  # negative maxima (activated to 0 anyway) as 0
+    if projection.screen:  # its chunks are bfloat16: the plain float32 product, for reference and tests
+        projection = VocabProjection(projection.weight, projection.bias, screen=False)
+    out = _tiled_max(hidden, lengths, projection.chunks, None, projection, tile_rows)
+    return out.add_(projection.bias)
+
+
+def projected_splade(hidden: torch.Tensor, lengths: Sequence[int], projection: VocabProjection,
+                     tile_rows: int | None = None) -> torch.Tensor:
+    """:func:`projected_max` followed by the activation: ``(len(lengths), vocab)`` SPLADE weights, screened
+    where the projection says so. ``tile_rows`` defaults to what measured fastest for its products."""
+    if not projection.screen:
+        return activate(projected_max(hidden, lengths, projection, tile_rows or _TILE_ROWS[projection.dtype]))
+    # The screen: per text and term, max over rows of bf16(x) @ bf16(w_j) + raised_bias_j, with the bias raised by
+    # the most that product can fall below the float32 one. Where that max is <= 0 the float32 logit + bias is
+    # <= 0 too, so the weight is exactly 0; only the rest (about 1% for SPLADE) is multiplied in float32.
+    hidden = hidden.float()
+    radius = float(torch.linalg.vector_norm(hidden, dim=1).max()) if len(hidden) else 0.0
+    raised = projection.bias + (projection.error_per_norm * radius * 1.001) * projection.weight_norms
+    raised += raised.abs() * (2 * _U)  # so that rounding to bfloat16 (half a unit, <= u |x|) cannot lower it
+    bias_chunks = [raised[a:b].bfloat16() for a, b in projection.bounds]
+    bits = _tiled_max(hidden, lengths, projection.chunks, bias_chunks, projection, tile_rows or 512)
+    out = torch.zeros((len(lengths), projection.dim), device=hidden.device)
+    rows = list(accumulate(lengths, initial=0))
+    for text, candidates in enumerate(bits >= 0):  # sign bit clear: +0 or positive, possibly non-zero
+        terms = candidates.nonzero().squeeze(1)
+        if len(terms) and rows[text + 1] > rows[text]:
+            logits = torch.mm(hidden[rows[text]:rows[text + 1]], projection.weight[terms].t()).amax(dim=0)
+            out[text, terms] = activate(logits.add_(projection.bias[terms]))
+    return out
+
+
+_TILE_ROWS = {torch.float32: 256, torch.bfloat16: 512}  # 256 x 2048 float32 is 2 MiB, an L2 cache; AMX likes more
+
+
+def _tiled_max(hidden: torch.Tensor, lengths: Sequence[int], chunks: list[torch.Tensor],
+               bias_chunks: list[torch.Tensor] | None, projection: VocabProjection, tile_rows: int) -> torch.Tensor:
+    """Max over each text's rows of ``hidden @ chunk (+ bias)``, chunk by chunk, tile by tile. Float32 chunks
+    give float32 maxima (no bias). bfloat16 chunks give the maxima of the bfloat16 *bit patterns read as int16*:
+    several times faster than a bfloat16 max, right for every positive value, and negative exactly where the
+    true max is negative (the sign bit), which is all that the activation or the screen looks at."""
+    low = chunks[0].dtype == torch.bfloat16
+    out = torch.empty((len(lengths), projection.dim), dtype=torch.int16 if low else torch.float32,
+                      device=hidden.device)
+    for text in (i for i, n in enumerate(lengths) if n == 0):  # no token: every weight 0 after the activation
+        out[text] = -1 if low else float("-inf")  # -inf stays so when the bias is added
+    hidden = hidden.to(chunks[0].dtype)
+    for row0, row1, pieces in _tiles(lengths, tile_rows):
+        tile = hidden[row0:row1]
+        for index, ((a, b), weight) in enumerate(zip(projection.bounds, chunks, strict=True)):
+            logits = torch.addmm(bias_chunks[index], tile, weight) if low else torch.mm(tile, weight)
+            if low:
+                logits = logits.view(torch.int16)
+            for text, start, end, first in pieces:
+                part = logits[start - row0 : end - row0]
+                if first:  # amax straight into the result: no temporary
+                    torch.amax(part, dim=0, out=out[text, a:b])
+                else:  # a text split over tiles: combine with its earlier rows
+                    torch.maximum(out[text, a:b], part.amax(dim=0), out=out[text, a:b])
+    return out
+
+
+def _tiles(lengths: Sequence[int], tile_rows: int):
+    """Consecutive blocks of ``tile_rows`` packed rows (the last one shorter), each with the pieces of texts it
+    holds: ``(row0, row1, [(text, start, end, first_piece_of_text)])``. Fixed-height blocks keep the products
+    to a handful of shapes, which matters for oneDNN's bfloat16 kernels, generated and cached per shape."""
+    bounds = list(accumulate(lengths, initial=0))
+    text = 0
+    for row0 in range(0, bounds[-1], tile_rows):
+        row1 = min(row0 + tile_rows, bounds[-1])
+        pieces = []
+        while text < len(lengths) and bounds[text] < row1:
+            start, end = max(bounds[text], row0), min(bounds[text + 1], row1)
+            if start < end:
+                pieces.append((text, start, end, start == bounds[text]))
+            if bounds[text + 1] > row1:
+                break  # the text goes on in the next block
+            text += 1
+        yield row0, row1, pieces
 
 
 def dense_to_sparse_batch(weights: torch.Tensor):  # noqa: ANN201 - SparseBatch

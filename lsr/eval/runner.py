@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 
 from lsr import __version__
+from lsr.encoders.base import built_with
 from lsr.errors import InvalidInputError
 from lsr.eval.metrics import DEFAULT_MEASURES, evaluate_run
 from lsr.index import Index, open_index
@@ -168,7 +169,7 @@ def evaluate_beir(dataset: str | os.PathLike[str], out_dir: str | os.PathLike[st
         from lsr.models import DEFAULT_DENSE_MODEL
 
         dense_model = DEFAULT_DENSE_MODEL
-    if rebuild or not _reusable(index_dir, model, storage, dense_model):
+    if rebuild or not _reusable(index_dir, model, storage, dense_model, encoder_options):
         result = build_index(folder, index_dir, model=model, overwrite=True, work_dir=out / "encoded",
                              encoder_options=encoder_options, show_progress=show_progress, storage=storage,
                              dense_model=dense_model)
@@ -182,8 +183,9 @@ def evaluate_beir(dataset: str | os.PathLike[str], out_dir: str | os.PathLike[st
                           search_options=search_options, pipeline=pipeline)
 
 
-def _reusable(index_dir: Path, model: str, storage: dict[str, Any] | None, dense_model: str | None = None) -> bool:
-    """An existing index can be reused when it was built with the same model and storage options."""
+def _reusable(index_dir: Path, model: str, storage: dict[str, Any] | None, dense_model: str | None = None,
+              encoder_options: dict[str, Any] | None = None) -> bool:
+    """An existing index can be reused when it was built with the same encoder and storage options."""
     try:
         index = open_index(index_dir)
     except (OSError, ValueError):
@@ -196,7 +198,8 @@ def _reusable(index_dir: Path, model: str, storage: dict[str, Any] | None, dense
                     and manifest.reorder == storage.get("reorder"))
     has_dense = index.manifest.dense is not None and (dense_model is None
                                                      or index.manifest.dense.get("model") == dense_model)
-    return (index.encoder_config or {}).get("model") == model and same_storage and (dense_model is None or has_dense)
+    return (built_with(index.encoder_config, model, encoder_options) and same_storage
+            and (dense_model is None or has_dense))
 
 
 def _avg_nnz(batch: SparseBatch) -> float:

@@ -116,14 +116,15 @@ def build_index(source: str | os.PathLike[str], index_dir: str | os.PathLike[str
                 shard_size: int = 1000, segment_docs: int = DEFAULT_SEGMENT_DOCS,
                 encoder_options: dict[str, Any] | None = None, show_progress: bool = True,
                 storage: dict[str, Any] | None = None, dense_model: str | None = None,
-                dense_factory: str = "Flat") -> BuildResult:
+                dense_factory: str = "Flat", workers: int = 1) -> BuildResult:
     """Index whatever ``source`` is (see :func:`detect_source`). ``storage`` holds IndexWriter options:
     ``weight_dtype``, ``scale``, ``block_size``. ``dense_model`` also encodes dense vectors (corpus sources)
-    into a faiss index of type ``dense_factory`` beside the sparse one."""
+    into a faiss index of type ``dense_factory`` beside the sparse one. ``workers`` encoding processes
+    (:func:`~lsr.jobs.encode.encode_corpus`)."""
     source, index_dir = Path(source), Path(index_dir)
     default_work = index_dir.with_name(index_dir.name + ".encoding")
     if index_dir.exists() and not overwrite:
-        finished = _finished_earlier(index_dir, source, model)
+        finished = _finished_earlier(index_dir, source, model, encoder_options)
         if finished is not None:  # a rerun of a job killed after its commit: only the cleanup was left
             if work_dir is None:
                 _remove_work(default_work)
@@ -147,7 +148,7 @@ def build_index(source: str | os.PathLike[str], index_dir: str | os.PathLike[str
 
         dense_encoder = DenseEncoder(dense_model)
     work = Path(work_dir) if work_dir else default_work
-    encoded = encode_corpus(source, work, encoder, shard_size, show_progress, dense_encoder)
+    encoded = encode_corpus(source, work, encoder, shard_size, show_progress, dense_encoder, workers)
     result = index_from_shards(work, index_dir, overwrite, segment_docs, show_progress, storage, dense_factory)
     if work_dir is None:
         _remove_work(work)
@@ -164,7 +165,8 @@ def _remove_work(work: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def _finished_earlier(index_dir: Path, source: Path, model: str | None) -> BuildResult | None:
+def _finished_earlier(index_dir: Path, source: Path, model: str | None,
+                      encoder_options: dict[str, Any] | None = None) -> BuildResult | None:
     """The index an earlier run of this same job (same corpus file, same model) committed."""
     from lsr.models import DEFAULT_MODEL
 
@@ -175,7 +177,9 @@ def _finished_earlier(index_dir: Path, source: Path, model: str | None) -> Build
         return None
     stat = corpus.stat()
     here = {"corpus": str(corpus.resolve()), "corpus_bytes": stat.st_size, "corpus_mtime_ns": stat.st_mtime_ns}
-    same_model = (index.encoder_config or {}).get("model") == (model or DEFAULT_MODEL)
+    from lsr.encoders.base import built_with
+
+    same_model = built_with(index.encoder_config, model or DEFAULT_MODEL, encoder_options)
     if index.manifest.provenance == here and same_model:
         log.info("%s was already built from %s; nothing left to do", index_dir, corpus)
         return BuildResult(index_dir, index.n_docs, 0.0)

@@ -4,13 +4,26 @@ The output folder holds ``job.json`` (what is being encoded, how, and whether it
 ``shard-NNNNNN.npz`` files of ``shard_size`` documents each, in corpus order. Shards are written
 atomically, so after an interruption the complete shards are exactly the first ``n`` of them: a rerun
 skips ``n * shard_size`` documents and carries on. Each document therefore ends up in exactly one shard.
+
+With ``workers > 1`` the parent reads the corpus and hands shards to worker processes, each with its own
+copy of the encoder (rebuilt from ``encoder.config()``) and ``cores // workers`` torch threads. A worker
+writes its shard under a private ``.pending`` name; the parent renames finished shards into place strictly in
+order, so the "first ``n`` shards" invariant, and with it resumption, is the same as with one process.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import multiprocessing
 import os
+import signal
+import sys
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -31,6 +44,7 @@ __all__ = ["EncodeResult", "encode_corpus", "read_job", "read_job_vocabulary", "
 log = logging.getLogger(__name__)
 JOB_FILE = "job.json"
 VOCAB_FILE = "vocab.json"
+PENDING_SUFFIX = ".pending"  # a shard a worker has written but the parent has not yet renamed into place
 
 
 @dataclass
@@ -80,11 +94,16 @@ def read_job_vocabulary(out_dir: Path) -> Vocabulary:
 
 
 def encode_corpus(corpus: str | os.PathLike[str], out_dir: str | os.PathLike[str], encoder: SparseEncoder,
-                  shard_size: int = 1000, show_progress: bool = True, dense_encoder=None) -> EncodeResult:  # noqa: ANN001
+                  shard_size: int = 1000, show_progress: bool = True, dense_encoder=None,  # noqa: ANN001
+                  workers: int = 1) -> EncodeResult:
     """Encode every document of ``corpus`` into ``out_dir``, resuming an interrupted run there.
-    With a ``dense_encoder`` (:class:`lsr.dense.DenseEncoder`) each shard also holds dense vectors."""
+    With a ``dense_encoder`` (:class:`lsr.dense.DenseEncoder`) each shard also holds dense vectors.
+    ``workers > 1`` encodes shards in that many processes (see the module docstring); the shards are the
+    same as with one."""
     if shard_size < 1:
         raise InvalidInputError(f"shard_size must be >= 1, got {shard_size}.")
+    if workers < 1:
+        raise InvalidInputError(f"workers must be >= 1, got {workers}.")
     corpus_file = find_corpus_file(Path(corpus))
     out = Path(out_dir)
     spec = _job_spec(corpus_file, encoder, shard_size, dense_encoder)
@@ -95,6 +114,8 @@ def encode_corpus(corpus: str | os.PathLike[str], out_dir: str | os.PathLike[str
     if done is not None:
         return done
     started = time.perf_counter()
+    for stale in out.glob(f"shard-*{PENDING_SUFFIX}*"):  # finished by a killed run's worker, never committed
+        stale.unlink()
     existing = list_shards(out)
     skip = len(existing) * shard_size
     if skip:
@@ -102,23 +123,104 @@ def encode_corpus(corpus: str | os.PathLike[str], out_dir: str | os.PathLike[str
     documents = islice(iter_corpus(corpus_file), skip, None)
     number = len(existing)
     n_docs = min(skip, total)
+    chunks = iter(lambda: list(islice(documents, shard_size)), [])
     with tqdm(total=total, initial=n_docs, disable=not show_progress, desc="encoding", unit="doc") as bar:
-        while True:
-            chunk = list(islice(documents, shard_size))
-            if not chunk:
-                break
-            texts = [d.full_text for d in chunk]
-            vectors = encoder.encode_documents(texts)
-            dense = None if dense_encoder is None else dense_encoder.encode_documents(texts)
-            write_shard(shard_path(out, number), [d.id for d in chunk], vectors, dense)
-            number += 1
-            n_docs += len(chunk)
-            bar.update(len(chunk))
+        if workers == 1:
+            for chunk in chunks:
+                texts = [d.full_text for d in chunk]
+                vectors = encoder.encode_documents(texts)
+                dense = None if dense_encoder is None else dense_encoder.encode_documents(texts)
+                write_shard(shard_path(out, number), [d.id for d in chunk], vectors, dense)
+                number += 1
+                n_docs += len(chunk)
+                bar.update(len(chunk))
+        else:
+            for size in _encode_in_workers(chunks, out, number, encoder, dense_encoder, workers):
+                number += 1
+                n_docs += size
+                bar.update(size)
     write_bytes_atomic(out / JOB_FILE, orjson.dumps({**spec, "complete": True, "n_docs": n_docs,
                                                       "n_shards": number}, option=orjson.OPT_INDENT_2))
     seconds = time.perf_counter() - started
     log.info("encoded %d documents into %d shards in %.1fs", n_docs, number, seconds)
     return EncodeResult(out, n_docs, number, seconds, skip)
+
+
+def _encode_in_workers(chunks: Iterator[list], out: Path, first: int, encoder: SparseEncoder,
+                       dense_encoder, workers: int) -> Iterator[int]:  # noqa: ANN001
+    """Encode ``chunks`` (shards ``first``, ``first + 1``, …) in worker processes; commit each shard in order
+    and yield its size. At most two shards per worker are in flight, so memory does not grow with the corpus."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    # batch sizes too, so that a worker's batches, and hence its float rounding, match the parent's
+    overrides = {name: getattr(encoder, name) for name in ("batch_size", "max_tokens_per_batch")
+                 if hasattr(encoder, name)}
+    dense_config = None if dense_encoder is None else dense_encoder.config()
+    # spawn, not fork: a forked copy of a process that has already run torch can deadlock in its thread pools
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                               initargs=(encoder.config(), overrides, dense_config, max(1, cores // workers),
+                                         os.getpid()))
+    in_flight: deque[tuple[int, Future]] = deque()
+    number = first
+    try:
+        for chunk in chunks:
+            in_flight.append((number, pool.submit(_worker_encode, [d.id for d in chunk],
+                                                  [d.full_text for d in chunk], str(shard_path(out, number)))))
+            number += 1
+            while len(in_flight) >= 2 * workers:
+                yield _commit(*in_flight.popleft(), out)
+        while in_flight:
+            yield _commit(*in_flight.popleft(), out)
+    except BrokenProcessPool as exc:
+        raise JobStateError(f"an encoding worker died ({exc}); rerun the same command to resume.") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _commit(number: int, future: Future, out: Path) -> int:
+    pending, size = future.result()
+    os.replace(pending, shard_path(out, number))
+    return size
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(config: dict[str, Any], overrides: dict[str, Any], dense_config: dict[str, Any] | None,
+                 threads: int, parent: int) -> None:
+    _die_with_parent(parent)
+    import torch
+
+    from lsr.encoders import load_encoder
+
+    torch.set_num_threads(threads)
+    _WORKER["encoder"] = load_encoder(config, **overrides)
+    _WORKER["dense"] = None
+    if dense_config is not None:
+        from lsr.dense import DenseEncoder
+
+        _WORKER["dense"] = DenseEncoder(dense_config["model"], max_length=dense_config["max_length"])
+
+
+def _worker_encode(ids: list[str], texts: list[str], final: str) -> tuple[str, int]:
+    vectors = _WORKER["encoder"].encode_documents(texts)
+    dense = None if _WORKER["dense"] is None else _WORKER["dense"].encode_documents(texts)
+    # a name of its own: an orphan of a killed run can never write into the file a rerun commits
+    pending = Path(f"{final}.{os.getpid()}{PENDING_SUFFIX}")
+    write_shard(pending, ids, vectors, dense)
+    return str(pending), len(ids)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make the kernel kill this worker when the parent dies (``kill -9`` included), so that no orphan keeps
+    encoding after an interrupted run. Linux only; elsewhere an orphan finishes its shard, which no one
+    commits."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the prctl took effect
+        os._exit(1)
 
 
 def _prepare(out: Path, spec: dict[str, Any], vocabulary: Vocabulary) -> EncodeResult | None:

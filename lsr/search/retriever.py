@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from lsr.encoders.base import SparseEncoder
+from lsr.encoders.base import SparseEncoder, query_identity
 from lsr.errors import InvalidQueryError
 from lsr.index import Index, Searcher, check_same_vocabulary, open_index
 from lsr.types import Hits, SparseBatch
@@ -58,6 +58,12 @@ class SparseRetriever:
 
     def _check_encoder(self, encoder: SparseEncoder) -> None:
         check_same_vocabulary(self.index.manifest.vocabulary, encoder.vocabulary.sha256, encoder.vocabulary.source)
+        expected = self.index.encoder_config
+        if expected is not None and query_identity(expected) != query_identity(encoder.config()):
+            raise InvalidQueryError(
+                f"index {self.index.path} expects queries encoded by {query_identity(expected)}, "
+                f"but the encoder given is {query_identity(encoder.config())}."
+            )
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> SparseBatch:
         if isinstance(texts, str):
@@ -69,6 +75,16 @@ class SparseRetriever:
         if self._last is None or self._last[0] != key:
             self._last = (key, self.encoder.encode_queries(list(texts), show_progress=show_progress))
         return self._last[1]
+
+    def explain(self, query: str, doc_id: str):  # noqa: ANN201 - lsr.search.explain.Explanation
+        """Why document ``doc_id`` (an external id) scores what it does for ``query``: each shared term's
+        query weight x document weight, decoded, summing exactly to the score :meth:`search` reports."""
+        from lsr.search.explain import explain
+
+        internal = self.index.internal_id(doc_id)
+        if internal is None:
+            raise InvalidQueryError(f"document {doc_id!r} is not in {self.index.path}.")
+        return explain(self.index, self.encode([query]), internal)
 
     def search(self, queries: Sequence[str] | SparseBatch, k: int, show_progress: bool = False,
                **search_options) -> Hits:

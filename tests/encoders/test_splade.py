@@ -8,10 +8,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from lsr.encoders.loading import load_masked_lm
+from lsr.encoders.pooling import VocabProjection, activate, projected_max, projected_splade
 from lsr.encoders.splade import SpladeEncoder
 from lsr.errors import InvalidInputError, ModelNotFoundError
-from tests.conftest import SCIFACT
+from tests.conftest import SCIFACT, WORDS
 
 TEXTS = ["the cell protein", "blood pressure and heart disease risk in humans", "dna", "",
          "music film history " * 30, "unknownword cancer"]
@@ -101,3 +105,159 @@ def test_real_splade_tiny_equals_sentence_transformers(splade_tiny):
     assert got.shape == expected.shape == (len(texts), 30522)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
     assert ((got > 0) == (expected > 0)).all()
+
+
+# ------------------------------------------------------------------ the fused projection (no logits tensor)
+def reference_splade(model, tokenizer, texts: list[str], max_length: int = 64) -> torch.Tensor:
+    """Straightforward SPLADE on one padded batch: full logits -> mask -> log1p(relu) -> max over tokens."""
+    with torch.inference_mode():
+        batch = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        weights = torch.log1p(torch.relu(model(**batch).logits))
+        weights = weights * batch["attention_mask"].unsqueeze(-1)
+        weights = weights.amax(dim=1)
+        weights[:, sorted(set(tokenizer.all_special_ids))] = 0
+    return weights
+
+
+def dense(batch) -> np.ndarray:
+    return batch.to_scipy().toarray()
+
+
+UNEVEN = ["dna", "the cell " * 30, "", "blood pressure and heart disease", "music " * 60, "a b", "risk"]
+
+
+def test_fused_projection_is_used_and_equals_the_reference(tiny_model):
+    encoder = SpladeEncoder(str(tiny_model), max_length=64, batch_size=3)
+    assert encoder._projection is not None  # a BERT head: the fused route, not the fallback
+    expected = reference_splade(encoder.model, encoder.tokenizer, UNEVEN).numpy()
+    np.testing.assert_allclose(dense(encoder.encode_documents(UNEVEN)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_and_full_logits_routes_agree(tiny_model):
+    fused = SpladeEncoder(str(tiny_model), max_length=64, batch_size=4, max_tokens_per_batch=40)
+    full = SpladeEncoder(str(tiny_model), max_length=64, batch_size=4, max_tokens_per_batch=40)
+    full._projection = None  # the full-logits route (unknown architectures)
+    np.testing.assert_allclose(dense(fused.encode_documents(UNEVEN)), dense(full.encode_documents(UNEVEN)),
+                               rtol=1e-5, atol=1e-6)
+
+
+@given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=8), tile_rows=st.integers(1, 64),
+       chunk=st.integers(1, 70), seed=st.integers(0, 2**16), dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_projected_max_equals_the_full_product(lengths, tile_rows, chunk, seed, dtype):
+    """Any split of texts over tiles (long texts over several) and of the vocabulary over chunks: the max of
+    the product over each text's rows, bias included, as from the full logits in the same precision."""
+    generator = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(sum(lengths), 8, generator=generator)
+    weight, bias = torch.randn(50, 8, generator=generator), torch.randn(50, generator=generator)
+    got = activate(projected_max(hidden, lengths, VocabProjection(weight, bias, dtype, chunk), tile_rows))
+    logits = torch.addmm(bias.to(dtype), hidden.to(dtype), weight.T.to(dtype)).float()
+    expected = torch.stack([activate(part.amax(0)) if len(part) else torch.zeros(50)
+                            for part in torch.split(logits, lengths)])
+    # bfloat16: a kernel chosen for another row count may round a product by one unit (2^-8) differently
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance)
+
+
+@given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=8), hidden_size=st.sampled_from([8, 64]),
+       shift=st.floats(-3, 3), seed=st.integers(0, 2**16))
+def test_the_bfloat16_screen_changes_no_weight(lengths, hidden_size, shift, seed):
+    """The screened float32 route gives the plain float32 weights: same support, same values (to the float32
+    rounding of a product computed in another order), whatever the share of terms near zero (``shift``)."""
+    generator = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(sum(lengths), hidden_size, generator=generator) * 3
+    weight = torch.randn(300, hidden_size, generator=generator) / hidden_size**0.5
+    bias = torch.randn(300, generator=generator) + shift
+    plain = projected_splade(hidden, lengths, VocabProjection(weight, bias, screen=False))
+    screened = VocabProjection(weight, bias, screen=True, chunk=128)
+    got = projected_splade(hidden, lengths, screened, tile_rows=16)
+    torch.testing.assert_close(got, plain, rtol=1e-5, atol=1e-5)
+    clear = plain.abs() > 1e-5  # a weight within rounding of 0 may be +0 or tiny in either route
+    assert torch.equal((got > 0)[clear], (plain > 0)[clear])
+
+
+@given(texts=st.lists(st.lists(st.sampled_from(WORDS), max_size=70).map(" ".join), min_size=1, max_size=6),
+       batch_size=st.integers(1, 6), budget=st.sampled_from([8, 64, 4096]))
+@settings(max_examples=25)
+def test_batching_and_padding_do_not_change_vectors(tiny_encoder, texts, batch_size, budget):
+    tiny_encoder.batch_size, tiny_encoder.max_tokens_per_batch = batch_size, budget
+    try:
+        got = dense(tiny_encoder.encode_documents(texts))
+    finally:
+        tiny_encoder.batch_size, tiny_encoder.max_tokens_per_batch = 32, 4096
+    expected = reference_splade(tiny_encoder.model, tiny_encoder.tokenizer, texts).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def _save_tiny(kind: str, tokenizer_folder, folder):
+    """A tiny random masked LM of another family, with the tiny BERT's tokenizer."""
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForMaskedLM, RobertaConfig, RobertaForMaskedLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
+    torch.manual_seed(1)
+    if kind == "distilbert":
+        model = DistilBertForMaskedLM(DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=1, n_heads=2,
+                                                       hidden_dim=64, max_position_embeddings=128))
+    else:
+        model = RobertaForMaskedLM(RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                                 num_attention_heads=2, intermediate_size=64,
+                                                 max_position_embeddings=130, pad_token_id=tokenizer.pad_token_id))
+    with torch.no_grad():
+        model.get_output_embeddings().bias.add_(1.0)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["distilbert", "roberta"])
+def test_fused_projection_works_for_other_mlm_heads(tiny_model, tmp_path, kind):
+    encoder = SpladeEncoder(str(_save_tiny(kind, tiny_model, tmp_path / kind)), max_length=64, batch_size=2)
+    assert encoder._projection is not None
+    expected = reference_splade(encoder.model, encoder.tokenizer, UNEVEN).numpy()
+    np.testing.assert_allclose(dense(encoder.encode_documents(UNEVEN)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_head_that_does_more_falls_back_to_the_full_logits(tiny_model, monkeypatch):
+    """A model whose logits are not just its output Linear (here: rescaled after it) is detected at load time
+    and encoded through its real logits."""
+    from lsr.encoders import splade
+
+    def load(spec):
+        tokenizer, model = load_masked_lm(spec)
+        model.register_forward_hook(lambda module, args, output: output.__class__(logits=2 * output.logits - 1))
+        return tokenizer, model
+
+    monkeypatch.setattr(splade, "load_masked_lm", load)
+    encoder = SpladeEncoder(str(tiny_model), max_length=64)
+    assert encoder._projection is None
+    expected = reference_splade(encoder.model, encoder.tokenizer, UNEVEN).numpy()
+    np.testing.assert_allclose(dense(encoder.encode_documents(UNEVEN)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_is_close_and_recorded(tiny_model, tiny_encoder):
+    bf16 = SpladeEncoder(str(tiny_model), max_length=64, dtype="bfloat16")
+    assert bf16.config()["dtype"] == "bfloat16" and "dtype" not in tiny_encoder.config()
+    got, expected = dense(bf16.encode_documents(UNEVEN)), dense(tiny_encoder.encode_documents(UNEVEN))
+    nonempty = expected.any(axis=1)
+    cosine = (got * expected).sum(1)[nonempty] / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1))[
+        nonempty]
+    assert cosine.min() > 0.999
+    with pytest.raises(InvalidInputError, match="dtype"):
+        SpladeEncoder(str(tiny_model), dtype="float16")
+
+
+@pytest.mark.slow
+def test_real_splade_tiny_fused_equals_full_logits(splade_tiny):
+    """On the real checkpoint: the fused route equals the full-logits route on SciFact passages of very
+    different lengths and short queries; bfloat16 (model and projection) stays within a cosine of 0.999."""
+    with gzip.open(SCIFACT / "corpus.jsonl.gz", "rt") as fh:
+        docs = [json.loads(line) for _, line in zip(range(40), fh, strict=False)]
+    texts = [f"{d['title']} {d['text']}".strip() for d in docs] + ["what causes cancer", "a", ""]
+    fused = SpladeEncoder(splade_tiny, max_length=256, batch_size=7)
+    full = SpladeEncoder(splade_tiny, max_length=256, batch_size=32)
+    full._projection = None
+    got, expected = dense(fused.encode_documents(texts)), dense(full.encode_documents(texts))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    assert ((got > 0) == (expected > 0)).all()
+    low = dense(SpladeEncoder(splade_tiny, max_length=256, dtype="bfloat16").encode_documents(texts[:-1]))
+    cosine = (low * got[:-1]).sum(1) / (np.linalg.norm(low, axis=1) * np.linalg.norm(got[:-1], axis=1))
+    assert cosine.min() > 0.999

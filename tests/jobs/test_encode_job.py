@@ -143,3 +143,93 @@ def test_lsr_index_killed_at_random_points_resumes(tmp_path, tiny_model, seed):
         got = built.document_vector(built.internal_id(ext)).to_dicts()
         assert got == want.document_vector(want.internal_id(ext)).to_dicts()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".index.") or ".encoding" in p.name]
+
+
+# ------------------------------------------------------------------------------ --workers N (processes)
+def _scifact_corpus(path, n):
+    import gzip
+
+    from tests.conftest import SCIFACT
+
+    with gzip.open(SCIFACT / "corpus.jsonl.gz", "rb") as src, open(path, "wb") as out:
+        for _, line in zip(range(n), src, strict=False):
+            out.write(line)
+    return path
+
+
+def _same_shards(a, b):
+    ids_a, vectors_a = read_all(a)
+    ids_b, vectors_b = read_all(b)
+    assert ids_a == ids_b
+    assert [p.name for p in list_shards(a)] == [p.name for p in list_shards(b)]
+    np.testing.assert_array_equal(vectors_a.indptr, vectors_b.indptr)
+    np.testing.assert_array_equal(vectors_a.indices, vectors_b.indices)
+    np.testing.assert_allclose(vectors_a.values, vectors_b.values, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_shards_as_one_process(tmp_path, splade_tiny):
+    from lsr.encoders.splade import SpladeEncoder
+
+    corpus = _scifact_corpus(tmp_path / "corpus.jsonl", 45)
+    encoder = SpladeEncoder(splade_tiny, batch_size=8)
+    one = encode_corpus(corpus, tmp_path / "one", encoder, shard_size=6, show_progress=False)
+    two = encode_corpus(corpus, tmp_path / "two", encoder, shard_size=6, show_progress=False, workers=2)
+    assert (one.n_docs, one.n_shards) == (two.n_docs, two.n_shards) == (45, 8)
+    _same_shards(tmp_path / "one", tmp_path / "two")
+    assert orjson.loads((tmp_path / "two" / "job.json").read_bytes())["complete"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
+def test_bad_worker_count_and_stale_pending_shards(tmp_path, tiny_encoder):
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 5)
+    with pytest.raises(InvalidInputError, match="workers"):
+        encode_corpus(corpus, tmp_path / "out", tiny_encoder, workers=0, show_progress=False)
+    out = tmp_path / "out"
+    encode_corpus(corpus, out, tiny_encoder, shard_size=2, show_progress=False)
+    job = orjson.loads((out / "job.json").read_bytes())
+    (out / "job.json").write_bytes(orjson.dumps({**job, "complete": False}))  # as if killed before the end
+    (out / "shard-000002.npz").unlink()
+    (out / "shard-000002.npz.999.pending").write_bytes(b"written by a killed run's worker")
+    result = encode_corpus(corpus, out, tiny_encoder, shard_size=2, show_progress=False)
+    assert (result.n_docs, result.resumed_from) == (5, 4)
+    assert not list(out.glob("*.pending*"))
+
+
+def _children(pid):
+    import psutil
+
+    return psutil.Process(pid).children(recursive=True)
+
+
+@pytest.mark.slow
+def test_workers_resume_after_kill_9_and_die_with_the_parent(tmp_path, tiny_model):
+    """SIGKILL `lsr encode --workers 2` once it has committed a shard: its workers die with it, and a rerun
+    (again with workers) holds every document once, with the vectors of an uninterrupted one-process run."""
+    import psutil
+
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 3000, seed=7)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_encode_cmd(corpus, out, tiny_model) + ["--workers", "2"], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "shard-000002.npz").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    workers = _children(proc.pid)
+    alive = proc.poll() is None
+    if alive:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert alive, "lsr encode --workers 2 exited on its own"
+    assert workers, "no worker processes were started"
+    _, still_running = psutil.wait_procs(workers, timeout=30)
+    assert not still_running, "workers outlived their parent"
+    assert not orjson.loads((out / "job.json").read_bytes())["complete"], "the job finished before the kill"
+    n_before = len(list_shards(out))
+    assert 0 < n_before < 3000 // 7
+
+    rerun = subprocess.run(_encode_cmd(corpus, out, tiny_model) + ["--workers", "2"], capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{n_before * 7} were already done" in rerun.stdout
+    assert [d.id for d in iter_corpus(corpus)] == read_all(out)[0]
+    _same_shards(out, _uninterrupted(tmp_path, corpus, tiny_model))
+    assert not list(out.glob("*.tmp")) and not list(out.glob("*.pending*"))

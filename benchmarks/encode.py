@@ -1,0 +1,290 @@
+"""SPLADE encoding throughput: lsr against sentence-transformers on the same model, texts and threads.
+
+    python benchmarks/encode.py [--n 1000] [--threads 2] [--repeats 2] [--workers-docs 4000]
+
+Seeded samples: ``--n`` enwiki-2015 passages and ``--n`` SciFact documents (``title + " " + text``), at most
+256 tokens, SPLADE-tiny from lsr's model cache, ``--threads`` torch threads for everyone. Rows:
+- sentence-transformers ``SparseEncoder.encode_document`` (its batch size tuned on the first 200 texts);
+- lsr through the model's full logits (the route of unknown architectures, and lsr's encoder before the
+  fused projection), the fused float32 projection without and with the exact bfloat16 screen (the default
+  where bfloat16 is native), and ``dtype="bfloat16"``;
+- ``lsr encode`` (``encode_corpus``) of an enwiki sample as one process with ``--threads`` threads against
+  ``--threads`` worker processes of one thread each, with and without the workers' start-up.
+Each timing is the best of ``--repeats`` interleaved runs (other jobs may share the machine: the load average
+and this process's share of its threads' CPU time are recorded with every row). Exactness is measured against
+sentence-transformers on every dimension but the special tokens', which lsr zeroes on purpose.
+Writes benchmarks/results/encode.json and the "Encoding" section of benchmarks/README.md. Not run in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+RESULTS = HERE / "results"
+README = HERE / "README.md"
+BEGIN, END = "<!-- encode:begin -->", "<!-- encode:end -->"
+ENWIKI = REPO.parent / "shared" / "data" / "corpora" / "enwiki-2015" / "corpus.jsonl.gz"
+SCIFACT = REPO / "lsr" / "datasets" / "scifact" / "corpus.jsonl.gz"
+
+
+def sample(path: Path, n: int, seed: int) -> list[dict]:
+    """A seeded uniform sample of n documents in file order (two streaming passes: no prefix, little memory)."""
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        total = sum(1 for _ in fh)
+    keep = set(random.Random(seed).sample(range(total), min(n, total)))
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        return [json.loads(line) for i, line in enumerate(fh) if i in keep]
+
+
+def full_text(doc: dict) -> str:
+    return f"{doc.get('title') or ''} {doc['text']}".strip()
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               "unknown")
+    import torch
+
+    flags = {name: bool(getattr(torch.cpu, f"_is_{name}_supported", lambda: False)())
+             for name in ("amx_tile", "avx512_bf16")}
+    return {"cpu": cpu, "cores": os.cpu_count(), **flags, "torch": torch.__version__}
+
+
+class Timer:
+    """Wall time, and the CPU time this process got per thread-second (1.0 = its threads never waited)."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+
+    def __enter__(self):
+        self.load = os.getloadavg()[0]
+        self.cpu = _cpu_seconds()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+        self.cpu_share = (_cpu_seconds() - self.cpu) / (self.seconds * self.threads)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def dense(batch) -> np.ndarray:  # noqa: ANN001 - SparseBatch
+    return batch.to_scipy().toarray()
+
+
+def compare(got: np.ndarray, expected: np.ndarray) -> dict:
+    norms = np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
+    cosine = (got * expected).sum(1)[norms > 0] / norms[norms > 0]
+    return {"max_abs_diff": float(np.abs(got - expected).max()),
+            "support_differences": int(((got > 0) != (expected > 0)).sum()),
+            "min_cosine": float(cosine.min()), "mean_cosine": float(cosine.mean())}
+
+
+def encoders(folder: str, threads: int) -> dict:
+    """name -> encode(texts) -> dense (n, vocab) array."""
+    import torch
+    from sentence_transformers import SparseEncoder
+
+    from lsr.encoders.pooling import VocabProjection
+    from lsr.encoders.splade import SpladeEncoder
+
+    torch.set_num_threads(threads)
+    st = SparseEncoder(folder, device="cpu")
+    st.max_seq_length = 256
+
+    def lsr_encoder(route: str):  # noqa: ANN202
+        encoder = SpladeEncoder(folder, max_length=256, threads=threads,
+                                dtype="bfloat16" if route == "bfloat16" else "float32")
+        decoder = encoder.model.get_output_embeddings()
+        if route == "full logits":
+            encoder._projection = None
+        elif route == "fused float32":
+            encoder._projection = VocabProjection(decoder.weight, decoder.bias, screen=False)
+        elif route == "fused float32 + bf16 screen":
+            encoder._projection = VocabProjection(decoder.weight, decoder.bias, screen=True)
+        return lambda texts: dense(encoder.encode_documents(texts))
+
+    rows = {"sentence-transformers": None}
+    for route in ("full logits", "fused float32", "fused float32 + bf16 screen", "bfloat16"):
+        rows[f"lsr {route}"] = lsr_encoder(route)
+    return rows, st
+
+
+def st_encode(st, batch_size: int):  # noqa: ANN001, ANN201
+    return lambda texts: st.encode_document(texts, batch_size=batch_size, convert_to_tensor=True).to_dense().numpy()
+
+
+def run_corpus(name: str, texts: list[str], rows: dict, st, special: list[int], args) -> dict:  # noqa: ANN001
+    # sentence-transformers' batch size, tuned fairly on the first 200 texts
+    tuning = {}
+    for batch_size in (16, 32, 64):
+        with Timer(args.threads) as t:
+            st_encode(st, batch_size)(texts[:200])
+        tuning[batch_size] = t.seconds
+    st_batch = min(tuning, key=tuning.get)
+    rows = {**rows, "sentence-transformers": st_encode(st, st_batch)}
+    for encode in rows.values():  # warm-up (oneDNN kernels, allocator)
+        encode(texts[:16])
+    best: dict[str, Timer] = {}
+    outputs: dict[str, np.ndarray] = {}
+    for _ in range(args.repeats):
+        for row, encode in rows.items():
+            with Timer(args.threads) as t:
+                outputs[row] = encode(texts)
+            if row not in best or t.seconds < best[row].seconds:
+                best[row] = t
+            print(f"  {name} {row}: {len(texts) / t.seconds:.1f} docs/s (load {t.load:.2f}, cpu share "
+                  f"{t.cpu_share:.2f})", flush=True)
+    reference = outputs["sentence-transformers"]
+    reference[:, special] = 0  # lsr zeroes the special tokens' dimensions on purpose
+    st_rate = len(texts) / best["sentence-transformers"].seconds
+    result = {"n_texts": len(texts), "st_batch_size": st_batch, "rows": {}}
+    for row, timer in best.items():
+        rate = len(texts) / timer.seconds
+        entry = {"docs_per_s": rate, "ratio_to_st": rate / st_rate, "load_1min": timer.load,
+                 "cpu_share": timer.cpu_share}
+        if row != "sentence-transformers":
+            entry["vs_st"] = compare(outputs[row], reference)
+            entry["vs_full_logits"] = compare(outputs[row], outputs["lsr full logits"])
+        result["rows"][row] = entry
+    return result
+
+
+def run_workers(docs: list[dict], folder: str, args) -> dict:  # noqa: ANN001
+    """encode_corpus: one process with all threads against one single-threaded process per thread."""
+    import orjson
+
+    from lsr.encoders.splade import SpladeEncoder
+    from lsr.io.shards import list_shards, read_shard
+    from lsr.jobs.encode import encode_corpus
+
+    encoder = SpladeEncoder(folder, max_length=256, threads=args.threads)
+    shard_size = max(1, len(docs) // 20)
+    out = {"n_docs": len(docs), "shard_size": shard_size, "runs": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus.jsonl"
+        corpus.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+        tiny = Path(tmp) / "tiny.jsonl"
+        tiny.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs[:2]))
+        for repeat in range(args.repeats):
+            for workers in (1, args.threads):
+                started = time.perf_counter()
+                load = os.getloadavg()[0]
+                encode_corpus(corpus, Path(tmp) / f"out-{workers}-{repeat}", encoder, shard_size,
+                              show_progress=False, workers=workers)
+                seconds = time.perf_counter() - started
+                key = f"{workers} x {args.threads // workers} threads"
+                print(f"  encode_corpus {key}: {len(docs) / seconds:.1f} docs/s (load {load:.2f})", flush=True)
+                if key not in out["runs"] or seconds < out["runs"][key]["seconds"]:
+                    out["runs"][key] = {"seconds": seconds, "docs_per_s": len(docs) / seconds, "load_1min": load}
+        started = time.perf_counter()  # start-up alone: the same pool on a 2-document corpus
+        encode_corpus(tiny, Path(tmp) / "startup", encoder, 1, show_progress=False, workers=args.threads)
+        out["worker_startup_seconds"] = startup = time.perf_counter() - started
+        for key, run in out["runs"].items():  # what a corpus long enough to hide the start-up would see
+            paid = startup if not key.startswith("1 x") else 0.0
+            run["docs_per_s_after_startup"] = len(docs) / max(run["seconds"] - paid, 1e-9)
+        one, many = (sorted((Path(tmp) / f"out-{w}-0").glob("shard-*.npz")) for w in (1, args.threads))
+        assert [p.name for p in one] == [p.name for p in many] == [p.name for p in list_shards(Path(tmp) / "out-1-0")]
+        diff = 0.0
+        for a, b in zip(one, many, strict=True):
+            (ids_a, va), (ids_b, vb) = read_shard(a), read_shard(b)
+            assert ids_a == ids_b and np.array_equal(va.indices, vb.indices)
+            diff = max(diff, float(np.abs(va.values - vb.values).max(initial=0)))
+        out["max_abs_diff_workers_vs_one"] = diff
+    return out
+
+
+def table(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"Machine: {m['cpu']} (`lscpu`), {m['cores']} cores (AMX: {m['amx_tile']}, AVX-512 BF16: "
+             f"{m['avx512_bf16']}), torch {m['torch']}, {report['threads']} torch threads, SPLADE-tiny, at most "
+             f"256 tokens; best of {report['repeats']} runs. Date {report['date']}.", ""]
+    for name, result in report["corpora"].items():
+        lines += [f"### Encoding {result['n_texts']:,} {name} documents (seeded sample), {report['threads']} threads",
+                  "", "| encoder | docs/s | × sentence-transformers | max abs diff vs ST | support diffs vs ST "
+                  "| min cosine vs ST | load (1 min) | CPU share |", "|---|---|---|---|---|---|---|---|"]
+        for row, r in result["rows"].items():
+            vs = r.get("vs_st")
+            label = row + (f" (batch {result['st_batch_size']})" if row == "sentence-transformers" else "")
+            cells = ["–", "–", "–"] if vs is None else [f"{vs['max_abs_diff']:.1e}", str(vs["support_differences"]),
+                                                        f"{vs['min_cosine']:.6f}"]
+            lines.append(f"| {label} | {r['docs_per_s']:.1f} | {r['ratio_to_st']:.2f} | " + " | ".join(cells)
+                         + f" | {r['load_1min']:.2f} | {r['cpu_share']:.2f} |")
+        lines.append("")
+    w = report.get("workers")
+    if w:
+        lines += [f"### `lsr encode` of {w['n_docs']:,} enwiki documents (seeded sample, shards of {w['shard_size']})",
+                  "", "| processes × threads | docs/s (start-up included) | docs/s (start-up excluded) "
+                  "| load (1 min) |", "|---|---|---|---|"]
+        lines += [f"| {k} | {r['docs_per_s']:.1f} | {r['docs_per_s_after_startup']:.1f} | {r['load_1min']:.2f} |"
+                  for k, r in w["runs"].items()]
+        lines += ["", f"Worker start-up (spawn, import, load the model): {w['worker_startup_seconds']:.1f} s; "
+                  f"max abs diff of the shards against one process: {w['max_abs_diff_workers_vs_one']:.1e}.", ""]
+    return "\n".join(lines)
+
+
+def write_readme(report: dict) -> None:
+    text = README.read_text()
+    section = f"{BEGIN}\n{table(report)}\n{END}"
+    if BEGIN in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n## Encoding\n\n`python benchmarks/encode.py`: see its docstring for what " \
+            "is measured. CPU share is this process's CPU time over wall time × threads: below ~0.9 other jobs " \
+            f"took cores during the run (the load average includes this benchmark's own threads).\n\n{section}\n"
+    README.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000, help="documents per corpus sample [1000]")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workers-docs", type=int, default=4000, help="enwiki documents for the workers rows [4000]")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--corpora", default="enwiki,scifact")
+    args = parser.parse_args()
+
+    from lsr.models import resolve_model
+
+    folder = str(resolve_model("splade-tiny"))
+    report = {"machine": machine(), "threads": args.threads, "repeats": args.repeats,
+              "date": time.strftime("%Y-%m-%d"), "seed": args.seed, "corpora": {}}
+    rows, st = encoders(folder, args.threads)
+    special = sorted(set(st.tokenizer.all_special_ids))
+    sources = {"enwiki": ENWIKI, "scifact": SCIFACT}
+    for name in args.corpora.split(","):
+        texts = [full_text(d) for d in sample(sources[name], args.n, args.seed)]
+        print(f"{name}: {len(texts)} texts", flush=True)
+        report["corpora"][name] = run_corpus(name, texts, rows, st, special, args)
+    if args.workers_docs and args.threads > 1:
+        docs = [{"_id": d["_id"], "title": d.get("title", ""), "text": d["text"]}
+                for d in sample(ENWIKI, args.workers_docs, args.seed + 1)]
+        report["workers"] = run_workers(docs, folder, args)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "encode.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_readme(report)
+    print(table(report))
+
+
+if __name__ == "__main__":
+    main()
