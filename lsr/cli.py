@@ -223,6 +223,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("index", type=Path)
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser("export-ciff", help="write an index's live documents as CIFF (Common Index File Format)")
+    p.add_argument("index", type=Path)
+    p.add_argument("out", type=Path, help="CIFF file to write (.gz: gzip-compressed)")
+    p.add_argument("--scale", type=float, default=None,
+                   help="float32 indexes: impact = round(weight x scale), 100 is Anserini's convention "
+                        "[largest weight -> 255]; integer indexes export their stored impacts")
+    p.set_defaults(func=cmd_export_ciff)
+
+    p = sub.add_parser("import-ciff", help="build an index from a CIFF file (integer impacts)")
+    p.add_argument("ciff", type=Path, help="CIFF file (.gz: gzip-compressed)")
+    p.add_argument("index", type=Path, help="index folder to create")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing index (atomically)")
+    p.add_argument("--model", default=None,
+                   help="a model whose vocabulary holds the CIFF terms, so that text queries work [none: vectors]")
+    p.set_defaults(func=cmd_import_ciff)
+
     p = sub.add_parser("models", help="list or fetch the models lsr knows by name")
     msub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     m = msub.add_parser("list", help="known models and whether they are cached")
@@ -419,6 +435,24 @@ def cmd_info(args: argparse.Namespace) -> int:
         "size_bytes": _dir_size(index.path), "size": _human_size(_dir_size(index.path)),
     }
     sys.stdout.write(orjson.dumps(info, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def cmd_export_ciff(args: argparse.Namespace) -> int:
+    from lsr.io.ciff import export_ciff
+
+    r = export_ciff(args.index, args.out, scale=args.scale, show_progress=not args.quiet)
+    print(f"exported {r['num_docs']} documents, {r['num_postings_lists']} terms to {args.out} "
+          f"({r['weights']} weights, scale {r['scale']:.6g})")
+    return 0
+
+
+def cmd_import_ciff(args: argparse.Namespace) -> int:
+    from lsr.io.ciff import import_ciff
+
+    r = import_ciff(args.ciff, args.index, overwrite=args.overwrite, show_progress=not args.quiet, model=args.model)
+    print(f"imported {r['num_docs']} documents, {r['terms']} terms, {r['postings']} postings into {args.index} "
+          f"({r['weights']} impacts, scale {r['scale']:.6g})")
     return 0
 
 
