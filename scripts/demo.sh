@@ -11,7 +11,8 @@ if [ "${LSR_NO_SERVE:-0}" = "1" ]; then exit 0; fi
 port="${LSR_PORT:-8080}"
 cat <<TXT
 
-Serving runs/scifact-splade-tiny/index on http://127.0.0.1:${port} (Ctrl-C to stop). Try:
+Serving runs/scifact-splade-tiny/index on http://127.0.0.1:${port} (Ctrl-C to stop).
+Search page: open http://127.0.0.1:${port}/ in a browser (index details at http://127.0.0.1:${port}/about). Or:
   curl -s -X POST http://127.0.0.1:${port}/v1/search -H 'Content-Type: application/json' \\
        -d '{"query": "vitamin D deficiency and bone fractures", "k": 5, "explain": true}'
 API description: http://127.0.0.1:${port}/openapi.json

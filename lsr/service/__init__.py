@@ -54,7 +54,7 @@ def _from_environment() -> dict[str, Any]:
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    from lsr.service import api, ops
+    from lsr.service import api, ops, page
     from lsr.service.state import IndexHolder
 
     threads = os.environ.get("LSR_TORCH_THREADS")
@@ -62,7 +62,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         import torch
 
         torch.set_num_threads(int(threads))
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the page blueprint serves its own files, with its headers
     app.config.update(DEFAULTS)
     app.config.update(_from_environment())
     app.config.update(test_config or {})
@@ -76,4 +76,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     ops.install_metrics(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(page.bp)
     return app

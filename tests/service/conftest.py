@@ -41,3 +41,21 @@ def client(served_index):
 @pytest.fixture()
 def write_client(index_copy):
     return make_app(index_copy).test_client()
+
+
+XSS_ID = "xss<1>"
+XSS_TITLE = "<script>alert('title')</script> vitamin sleep"
+XSS_TEXT = "<img src=x onerror=alert(1)> vitamin sleep diet vitamin sleep diet <script>alert('text')</script>"
+
+
+@pytest.fixture(scope="session")
+def page_index(tmp_path_factory, tiny_model):
+    """An index built from a corpus (so the page has texts), with one document full of HTML to escape."""
+    import orjson
+
+    root = tmp_path_factory.mktemp("page")
+    corpus = write_corpus(root / "corpus.jsonl", 60)
+    with open(corpus, "ab") as fh:
+        fh.write(orjson.dumps({"_id": XSS_ID, "title": XSS_TITLE, "text": XSS_TEXT}) + b"\n")
+    assert main(["-q", "index", str(corpus), str(root / "index"), "--model", str(tiny_model)]) == 0
+    return root / "index"
