@@ -121,5 +121,15 @@ def write_corpus(path: Path, n: int, seed: int = 0) -> Path:
     return path
 
 
+def build_hybrid_index(root: Path, n_docs: int, tiny_model: Path, tiny_dense_model: Path) -> Path:
+    """An index of ``n_docs`` random documents with a sparse (tiny MLM) and a dense (tiny ST) part."""
+    from lsr.cli import main
+
+    corpus = write_corpus(root / "corpus.jsonl", n_docs)
+    assert main(["-q", "index", str(corpus), str(root / "index"), "--model", str(tiny_model), "--dense",
+                 str(tiny_dense_model)]) == 0
+    return root / "index"
+
+
 def one_line(text: str) -> bool:
     return len([line for line in text.strip().splitlines() if line.strip()]) == 1 and bool(re.search(r"\S", text))

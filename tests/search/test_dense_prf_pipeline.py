@@ -14,7 +14,7 @@ from lsr.index import IndexWriter, Vocabulary, open_index
 from lsr.search import DensePRF, HybridRetriever, SearchPipeline, SparsePRF, SparseRetriever
 from lsr.search.dense import DenseRetriever
 from lsr.types import SparseBatch
-from tests.conftest import write_corpus
+from tests.conftest import build_hybrid_index
 
 DIM, DENSE = 10, 6
 VOCAB = Vocabulary.from_tokens([f"t{i}" for i in range(DIM)], source="dense-tests")
@@ -106,11 +106,7 @@ def test_hnsw_factory_is_close_to_exact(tmp_path):
 # ----------------------------------------------------------------------------- real tiny models end to end
 @pytest.fixture(scope="module")
 def hybrid_index(tmp_path_factory, tiny_model, tiny_dense_model):
-    root = tmp_path_factory.mktemp("hybrid")
-    corpus = write_corpus(root / "corpus.jsonl", 80)
-    assert main(["-q", "index", str(corpus), str(root / "index"), "--model", str(tiny_model), "--dense",
-                 str(tiny_dense_model)]) == 0
-    return root / "index"
+    return build_hybrid_index(tmp_path_factory.mktemp("hybrid"), 80, tiny_model, tiny_dense_model)
 
 
 def test_sparse_prf_rocchio_is_the_formula(hybrid_index):

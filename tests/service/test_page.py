@@ -10,7 +10,7 @@ import pytest
 
 from lsr.cli import main
 from lsr.search import SparseRetriever
-from tests.conftest import write_corpus
+from tests.conftest import build_hybrid_index
 from tests.service.conftest import API_KEY, XSS_ID, make_app
 
 
@@ -166,11 +166,7 @@ def test_read_key_servers_do_not_serve_the_page_without_a_key(page_index):
 
 @pytest.fixture(scope="module")
 def hybrid_index(tmp_path_factory, tiny_model, tiny_dense_model):
-    root = tmp_path_factory.mktemp("page-hybrid")
-    corpus = write_corpus(root / "corpus.jsonl", 30)
-    assert main(["-q", "index", str(corpus), str(root / "index"), "--model", str(tiny_model), "--dense",
-                 str(tiny_dense_model)]) == 0
-    return root / "index"
+    return build_hybrid_index(tmp_path_factory.mktemp("page-hybrid"), 30, tiny_model, tiny_dense_model)
 
 
 def test_dense_and_hybrid_modes(hybrid_index):
