@@ -387,13 +387,13 @@ def cmd_idf(args: argparse.Namespace) -> int:
     from lsr.models import DEFAULT_MODEL, resolve_model
 
     model = args.model or DEFAULT_MODEL
+    tokenizer, dim = load_tokenizer(model)  # first: an unknown model is reported as such
     out = args.out
     if out is None:
         folder = Path(resolve_model(model))
         if not folder.is_dir():
             raise _usage(f"--model {model} is not a local folder; say where idf.json goes with --out.")
         out = folder / "idf.json"
-    tokenizer, dim = load_tokenizer(model)
     texts = (doc.full_text for doc in iter_corpus(args.corpus))
     idf, n_docs = compute_idf(texts, tokenizer, dim, show_progress=not args.quiet, total=count_lines(args.corpus))
     save_idf_json(idf, tokenizer, out)

@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 STATIC_EMBEDDING = "SparseStaticEmbedding"
 
 
+def _without_special_tokens(weights: np.ndarray, tokenizer) -> np.ndarray:  # noqa: ANN001 - HF tokenizer
+    """Special tokens ([CLS], [SEP], [UNK]…) weigh 0: they carry no lexical meaning."""
+    weights[[i for i in tokenizer.all_special_ids if i < len(weights)]] = 0.0
+    return weights
+
+
 def idf_from_df(df: np.ndarray, n_docs: int) -> np.ndarray:
     """Per-token IDF from document frequencies (float32, one per vocabulary id)."""
     df = df.astype(np.float64)
@@ -67,9 +73,7 @@ def compute_idf(texts: Iterable[str], tokenizer, dim: int, batch_size: int = 102
             bar.update(len(batch))
     if n_docs == 0:
         raise InvalidInputError("cannot compute IDF from an empty corpus.")
-    idf = idf_from_df(df, n_docs)
-    idf[[i for i in tokenizer.all_special_ids if i < dim]] = 0.0
-    return idf, n_docs
+    return _without_special_tokens(idf_from_df(df, n_docs), tokenizer), n_docs
 
 
 def save_idf_json(idf: np.ndarray, tokenizer, path: str | Path) -> Path:  # noqa: ANN001 - HF tokenizer
@@ -154,8 +158,7 @@ def load_idf(source: str | Path, tokenizer, dim: int) -> tuple[np.ndarray, Path]
         weights[:] = stored
     if not np.all(np.isfinite(weights)) or (weights < 0).any():
         raise InvalidInputError(f"{path}: IDF weights must be finite and non-negative.")
-    weights[[i for i in tokenizer.all_special_ids if i < dim]] = 0.0
-    return weights, path
+    return _without_special_tokens(weights, tokenizer), path
 
 
 def weights_sha256(weights: np.ndarray) -> str:

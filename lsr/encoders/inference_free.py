@@ -71,9 +71,8 @@ class InferenceFreeEncoder:
         return self.documents.dim
 
     def config(self) -> dict[str, Any]:
-        config = {**self.documents.config(), "type": self.kind, "model": self.model_spec,
-                  "idf": str(self.idf_path), "idf_sha256": self.idf_sha256}
-        return config
+        return {**self.documents.config(), "type": self.kind, "model": self.model_spec,
+                "idf": str(self.idf_path), "idf_sha256": self.idf_sha256}
 
     def encode_documents(self, texts: Sequence[str], show_progress: bool = False) -> SparseBatch:
         return self.documents.encode_documents(texts, show_progress)

@@ -31,7 +31,24 @@ def _check_positive_int(name: str, value: int) -> int:
     return value
 
 
-class SparsePRF:
+class _FeedbackRetriever:
+    """Search = expand the query from feedback documents, then search the base retriever with it; the timings
+    hold the expansion (``<stage>``) and the base's own stages (``<stage>_<name>``)."""
+
+    stage: str
+
+    def search(self, texts: Sequence[str], k: int) -> Hits:
+        started = time.perf_counter()
+        expanded = self.expand(texts)
+        prf_time = time.perf_counter() - started
+        hits = self.base.search(expanded, k)
+        self.timings = {self.stage: prf_time, **{f"{self.stage}_{key}": v for key, v in self.base.timings.items()}}
+        return hits
+
+
+class SparsePRF(_FeedbackRetriever):
+    stage = "sparse_prf"
+
     def __init__(self, base, feedback=None, method: str = "rocchio", fb_docs: int = 10,  # noqa: ANN001
                  fb_terms: int = 20, alpha: float = 1.0, beta: float = 0.5, lam: float = 0.5):
         if method not in ("rocchio", "rm3"):
@@ -76,16 +93,11 @@ class SparsePRF:
             rows.append({int(t): float(expanded[t]) for t in nz})
         return SparseBatch.from_dicts(rows, index.dim)
 
-    def search(self, texts: Sequence[str], k: int) -> Hits:
-        started = time.perf_counter()
-        expanded = self.expand(texts)
-        prf_time = time.perf_counter() - started
-        hits = self.base.search(expanded, k)
-        self.timings = {"sparse_prf": prf_time, **{f"sparse_prf_{key}": v for key, v in self.base.timings.items()}}
-        return hits
 
 
-class DensePRF:
+class DensePRF(_FeedbackRetriever):
+    stage = "dense_prf"
+
     def __init__(self, base, feedback=None, method: str = "rocchio", depth: int = 5,  # noqa: ANN001
                  alpha: float = 0.4, beta: float = 0.6):
         if method not in ("rocchio", "average"):
@@ -110,10 +122,3 @@ class DensePRF:
                 out[i] = self.alpha * queries[i] + self.beta * docs.mean(axis=0)
         return out
 
-    def search(self, texts: Sequence[str], k: int) -> Hits:
-        started = time.perf_counter()
-        expanded = self.expand(texts)
-        prf_time = time.perf_counter() - started
-        hits = self.base.search(expanded, k)
-        self.timings = {"dense_prf": prf_time, **{f"dense_prf_{key}": v for key, v in self.base.timings.items()}}
-        return hits
