@@ -24,6 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lsr.errors import InvalidInputError, ModelNotFoundError
+from lsr.index.format import write_bytes_atomic
 
 __all__ = ["compute_idf", "idf_from_df", "save_idf_json", "load_idf", "weights_sha256", "find_st_module"]
 
@@ -77,13 +78,11 @@ def compute_idf(texts: Iterable[str], tokenizer, dim: int, batch_size: int = 102
 
 
 def save_idf_json(idf: np.ndarray, tokenizer, path: str | Path) -> Path:  # noqa: ANN001 - HF tokenizer
-    """Write ``{token: weight}`` for every positive weight, atomically (a reader never sees half a file)."""
+    """Write ``{token: weight}`` for every positive weight, atomically and durably (the index format's writer)."""
     path = Path(path)
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(idf))))
     table = {tok: round(float(w), 6) for tok, w in zip(tokens, idf, strict=True) if tok is not None and w > 0}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(table, ensure_ascii=False))
-    tmp.replace(path)
+    write_bytes_atomic(path, json.dumps(table, ensure_ascii=False).encode("utf-8"))
     return path
 
 

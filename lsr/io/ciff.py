@@ -37,6 +37,7 @@ import orjson
 from tqdm import tqdm
 
 from lsr.errors import InvalidInputError, MissingDependencyError
+from lsr.index.format import fsync_dir
 
 __all__ = ["export_ciff", "import_ciff", "CIFF_VERSION", "DESCRIPTION_KEY"]
 
@@ -173,6 +174,7 @@ def export_ciff(index_path: str | os.PathLike[str], out_path: str | os.PathLike[
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, out_path)
+        fsync_dir(out_path.parent)  # the rename itself survives a power loss
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
