@@ -42,9 +42,10 @@ class DenseRetriever:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors, memoised for the last batch (pipelines ask more than once per query)."""
         key = tuple(texts)
-        if self._last is None or self._last[0] != key:
-            self._last = (key, self.encoder.encode_queries(list(texts)))
-        return self._last[1]
+        last = self._last  # read once: another thread (threaded workers) may replace it meanwhile
+        if last is None or last[0] != key:
+            last = self._last = (key, self.encoder.encode_queries(list(texts)))
+        return last[1]
 
     def search(self, queries: Sequence[str] | np.ndarray, k: int) -> Hits:
         self.timings = {}

@@ -72,9 +72,10 @@ class SparseRetriever:
             if not isinstance(text, str) or not text.strip():
                 raise InvalidQueryError(f"query texts must be non-empty strings, got {text!r}.")
         key = tuple(texts)  # memoised for the last batch: pipelines ask more than once per query
-        if self._last is None or self._last[0] != key:
-            self._last = (key, self.encoder.encode_queries(list(texts), show_progress=show_progress))
-        return self._last[1]
+        last = self._last  # read once: another thread (threaded workers) may replace it meanwhile
+        if last is None or last[0] != key:
+            last = self._last = (key, self.encoder.encode_queries(list(texts), show_progress=show_progress))
+        return last[1]
 
     def explain(self, query: str, doc_id: str):  # noqa: ANN201 - lsr.search.explain.Explanation
         """Why document ``doc_id`` (an external id) scores what it does for ``query``: each shared term's

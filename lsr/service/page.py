@@ -121,7 +121,7 @@ def _run(snap: Snapshot, query: PageQuery) -> dict[str, Any]:
             encoder = snap.retriever.encoder
         except InvalidInputError as exc:  # an index of pre-encoded vectors has no model for texts
             raise PageError(400, str(exc)) from None
-        vector = encoder.encode_queries([query.q])
+        vector = snap.retriever.encode([query.q])  # memoised: a pipeline below reuses it instead of re-encoding
         tokenize = _tokenizer(encoder)
         timings["encode"] = 1000 * (time.perf_counter() - started)
     if query.plain_sparse:
