@@ -9,12 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lsr.encoders import load_encoder
 from lsr.encoders.idf import compute_idf, idf_from_df, load_idf, save_idf_json
 from lsr.encoders.inference_free import InferenceFreeEncoder
 from lsr.encoders.splade import SpladeEncoder
 from lsr.errors import InvalidInputError, InvalidQueryError, ModelNotFoundError
+from tests.conftest import WORDS
 
 CORPUS = ["the cell protein", "the cell cell dna", "blood pressure in the heart", "the"]
 
@@ -138,3 +141,28 @@ def test_sentence_transformers_layouts_load_and_agree(tiny_model, idf_file, tmp_
     alone = InferenceFreeEncoder(str(tiny_model), idf=tmp_path / "st" / "query_0_SparseStaticEmbedding",
                                  max_length=64)
     np.testing.assert_array_equal(alone.idf, ours.idf)
+
+
+@settings(max_examples=50)
+@given(st.lists(st.lists(st.sampled_from(WORDS + ["[CLS]", "[SEP]", "zzz"]), max_size=20).map(" ".join),
+                min_size=1, max_size=5))
+def test_query_vectors_equal_a_dictionary_lookup(tiny_model, idf_file, queries):
+    """The vectorised query side against the plainest reference: one dict entry per distinct token."""
+    encoder = _free_encoder(tiny_model, idf_file)
+    table = json.loads(idf_file.read_text())
+    vocab = encoder.tokenizer.get_vocab()
+    expected = []
+    for text in queries:
+        tokens = encoder.tokenizer.tokenize(text)
+        expected.append({vocab[t]: pytest.approx(table[t], abs=1e-6) for t in tokens if table.get(t, 0) > 0})
+    assert encoder.encode_queries(queries).validate().to_dicts() == expected
+
+
+_ENCODERS: dict = {}
+
+
+def _free_encoder(tiny_model, idf_file) -> InferenceFreeEncoder:
+    key = (str(tiny_model), str(idf_file))  # hypothesis calls the test many times: load the model once
+    if key not in _ENCODERS:
+        _ENCODERS[key] = InferenceFreeEncoder(str(tiny_model), idf=idf_file, max_length=64)
+    return _ENCODERS[key]
