@@ -203,6 +203,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="idf.json to write [MODEL_FOLDER/idf.json]")
     p.set_defaults(func=cmd_idf)
 
+    from lsr.train.cli import add_train_commands  # torch-free: the handlers import the trainer
+
+    add_train_commands(sub)
+
     p = sub.add_parser("serve", help="serve an index over HTTP (gunicorn)")
     p.add_argument("index", type=Path)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on [127.0.0.1: loopback only]")

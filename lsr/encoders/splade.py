@@ -118,7 +118,7 @@ class SpladeEncoder:
             if self._projection is None:
                 return splade_pool(self.model(**batch).logits.float(), mask)
             valid = mask.bool()
-            hidden = _head_input(self.model, batch)[valid]  # (valid tokens, hidden): padding is never projected
+            hidden = head_input(self.model, batch)[valid]  # (valid tokens, hidden): padding is never projected
         return projected_splade(hidden, valid.sum(1).tolist(), self._projection)
 
     def _fused_projection(self) -> VocabProjection | None:
@@ -133,7 +133,7 @@ class SpladeEncoder:
         with torch.inference_mode():
             expected = splade_pool(self.model(**batch).logits.float(), batch["attention_mask"])
             try:
-                hidden = _head_input(self.model, batch)
+                hidden = head_input(self.model, batch)
                 valid = batch["attention_mask"].bool()
                 got = projected_splade(hidden[valid], valid.sum(1).tolist(), projection)
             except (RuntimeError, IndexError, ValueError) as exc:  # a head that feeds its Linear something else
@@ -162,7 +162,7 @@ class _HeadInput(Exception):  # noqa: N818 - a control-flow signal, not an error
     """Carries the input of the output projection out of the model's forward, which it cuts short."""
 
 
-def _head_input(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def head_input(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """``(batch, tokens, hidden)``: what the model feeds its output embeddings (the vocabulary projection),
     i.e. the body and every head layer before that projection, which is never run."""
     def stop(module: torch.nn.Module, args: tuple) -> None:
