@@ -79,10 +79,9 @@ class _Run:
         self.dim = int(self.model.get_output_embeddings().out_features)
         self.special = torch.tensor(sorted(set(self.tokenizer.all_special_ids)), dtype=torch.long)
         self.examples = read_examples(config.train_file)
-        needed = {d for e in self.examples for d in e.candidates()}
-        self.texts = read_texts(config.corpus, needed)
         if config.loss != "infonce":
-            _check_teacher_scores(self.examples, config.negatives)
+            self.examples = _usable_for_distillation(self.examples, config.negatives)
+        self.texts = read_texts(config.corpus, {d for e in self.examples for d in e.candidates()})
         self.query_idf = None
         if config.encoder == "inference-free":
             self.query_idf = torch.from_numpy(_query_weights(config, self.tokenizer, self.dim, out))
@@ -188,14 +187,20 @@ def _positive_columns(candidates: list[list[str]]) -> torch.Tensor:
     return torch.as_tensor(starts, dtype=torch.long)
 
 
-def _check_teacher_scores(examples: list[TrainingExample], negatives: int) -> None:
+def _usable_for_distillation(examples: list[TrainingExample], negatives: int) -> list[TrainingExample]:
+    """Distillation compares each query's own candidates: every one needs a teacher score, and every query the
+    same number of negatives. Examples with too few negatives are left out (logged); none left is an error."""
     for e in examples:
         if e.teacher_scores is None or any(d not in e.teacher_scores for d in e.candidates()):
             raise InvalidInputError(f"example {e.qid!r} lacks teacher scores for its candidates; distillation "
                                     "losses need them (lsr train-data --teachers), or use --loss infonce.")
-        if len(e.negatives) < negatives:
-            raise InvalidInputError(f"example {e.qid!r} has {len(e.negatives)} negatives, fewer than --negatives "
-                                    f"{negatives}; distillation needs a full candidate list per query.")
+    usable = [e for e in examples if len(e.negatives) >= negatives]
+    if not usable:
+        raise InvalidInputError(f"no example has --negatives {negatives} negatives; lower --negatives.")
+    if len(usable) < len(examples):
+        log.warning("%d of %d examples have fewer than %d negatives and are left out", len(examples) - len(usable),
+                    len(examples), negatives)
+    return usable
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:

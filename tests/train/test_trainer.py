@@ -93,7 +93,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tiny_model, train_data, capsys
     assert main(_train_args(tmp_path / "bare.jsonl", corpus, tmp_path / "a", tiny_model)) == 1
     assert "teacher scores" in capsys.readouterr().err
     assert main(_train_args(train_file, corpus, tmp_path / "b", tiny_model, "--negatives", "9")) == 1
-    assert "fewer than --negatives" in capsys.readouterr().err
+    assert "lower --negatives" in capsys.readouterr().err
     (tmp_path / "broken.jsonl").write_text('{"query": "x", "positives": []}\n')
     assert main(_train_args(tmp_path / "broken.jsonl", corpus, tmp_path / "c", tiny_model)) == 1
     err = capsys.readouterr().err
