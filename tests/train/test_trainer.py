@@ -60,7 +60,15 @@ def test_train_logs_every_term_and_saves_a_model_every_encoder_loads(tmp_path, t
     encoder = InferenceFreeEncoder(model=str(model))
     assert encoder.encode_documents(text).nnz > 0
     assert encoder.encode_queries(text).nnz == 6  # idf.json ships the query weights it was trained with
-    assert SpladeEncoder(str(model)).encode_documents(text).nnz > 0
+    ours = SpladeEncoder(str(model)).encode_documents(text)
+    assert ours.nnz > 0
+    # sentence-transformers loads the folder as a SPLADE model too, with the same vectors (special tokens
+    # aside: lsr zeroes them)
+    from sentence_transformers import SparseEncoder
+
+    theirs = SparseEncoder(str(model), device="cpu").encode_document(text, convert_to_tensor=True).to_dense()
+    theirs[:, sorted(encoder.tokenizer.all_special_ids)] = 0
+    np.testing.assert_allclose(ours.to_scipy().toarray(), theirs.numpy(), rtol=1e-5, atol=1e-6)
     # a finished run is not trained again
     assert main(_train_args(train_file, corpus, out, tiny_model)) == 0
     assert len((out / "train_log.jsonl").read_bytes().splitlines()) == 6
