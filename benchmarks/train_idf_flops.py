@@ -24,7 +24,6 @@ import json
 import logging
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -118,12 +117,12 @@ def run_arm(name: str, arm: str, lam: float, steps: int, train_file: Path) -> di
                          flops=arm, idf=str(zero_shot_idf(name)) if arm == "idf-aware" else None, loss="kl",
                          doc_lambda=lam, steps=steps, batch_size=8, negatives=7, lr=3e-5,
                          lambda_warmup=50, checkpoint_every=25, seed=13)
-    started = time.perf_counter()
     model = train(config, root / "run")
-    seconds = time.perf_counter() - started
+    summary = json.loads((model / "lsr-train.json").read_text())
     result = evaluate(name, str(model), None, root / "eval")
     last = [json.loads(line) for line in (root / "run" / "train_log.jsonl").read_text().splitlines()][-20:]
-    return {"arm": arm, "lambda": lam, **result, "train_s": seconds,
+    return {"arm": arm, "lambda": lam, **result, "train_s": summary.get("seconds"),
+            "train_steps": summary.get("steps"), "resumed_at": summary.get("resumed_at"),
             "train_doc_nnz_last20": float(np.mean([r["doc_nnz"] for r in last]))}
 
 
@@ -165,7 +164,7 @@ def table(results: dict) -> str:
         for r in sorted(rows["runs"], key=lambda r: (r["arm"], r["lambda"])):
             lines.append(f"| {r['arm']} FLOPS | {r['lambda']:g} | {r['nDCG@10']:.4f} | {r['R@100']:.4f} | "
                          f"{r['flops']:.2f} | {r['postings_per_query']:,.0f} | {r['doc_nnz']:.1f} | "
-                         f"{r['train_s']:.0f} |")
+                         f"{r['train_s'] or 0:.0f} |")
         lines.append("")
     return "\n".join(lines)
 

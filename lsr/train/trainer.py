@@ -272,11 +272,12 @@ def train(config: TrainConfig, out: str | os.PathLike[str], overwrite: bool = Fa
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == run.total_steps:
                 os.fsync(log_file.fileno())
                 _save_checkpoint(checkpoint, run.state(step + 1))
-    log.info("trained %d steps in %.1f s", run.total_steps - start, time.perf_counter() - started)
-    return _save_model(run, out, final)
+    seconds = time.perf_counter() - started
+    log.info("trained %d steps in %.1f s", run.total_steps - start, seconds)
+    return _save_model(run, out, final, {"steps": run.total_steps, "resumed_at": start, "seconds": seconds})
 
 
-def _save_model(run: _Run, out: Path, final: Path) -> Path:
+def _save_model(run: _Run, out: Path, final: Path, summary: dict[str, Any]) -> Path:
     """The Hugging Face folder (+ idf.json), written beside and renamed into place: all or nothing."""
     tmp = out / ".model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -285,7 +286,8 @@ def _save_model(run: _Run, out: Path, final: Path) -> Path:
     run.tokenizer.save_pretrained(tmp)
     if (out / "idf.json").is_file():
         shutil.copyfile(out / "idf.json", tmp / "idf.json")
-    write_bytes_atomic(tmp / "lsr-train.json", json.dumps({"config": asdict(run.config),
-                                                           "steps": run.total_steps}, indent=2).encode())
+    # seconds: wall time of the process that finished the run (since its resume, if it resumed)
+    write_bytes_atomic(tmp / "lsr-train.json", json.dumps({"config": asdict(run.config), **summary},
+                                                          indent=2).encode())
     os.replace(tmp, final)
     return final
