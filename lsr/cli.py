@@ -186,6 +186,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="also build the dense side with this model [all-MiniLM-L6-v2 when the pipeline needs it]")
     p.add_argument("--rebuild", action="store_true", help="re-encode and re-index even if an index exists")
     p.add_argument("--check-exact", action="store_true", help="also score by brute force and compare")
+    p.add_argument("--baseline", action="append", default=None, choices=["bm25"],
+                   help="also run this baseline on the same queries and print it beside lsr's numbers "
+                        "(bm25: Pyserini's Lucene BM25, extra lsr-search[pyserini])")
     _add_storage_options(p)
     _add_encoder_options(p)
     p.set_defaults(func=cmd_eval)
@@ -234,6 +237,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="float32 indexes: impact = round(weight x scale), 100 is Anserini's convention "
                         "[largest weight -> 255]; integer indexes export their stored impacts")
     p.set_defaults(func=cmd_export_ciff)
+
+    p = sub.add_parser("export-vectors", help="write an index's documents (and encoded queries) for Anserini/Pyserini")
+    p.add_argument("index", type=Path)
+    p.add_argument("out", type=Path, help="JsonVectorCollection file to write ({id, contents, vector} per line)")
+    p.add_argument("--scale", type=float, default=100.0,
+                   help="integer weights round(weight x scale), Anserini's convention [100]; 0 keeps float weights")
+    p.add_argument("--queries", type=Path, default=None,
+                   help="also encode these queries (BEIR folder, queries JSONL or TSV) with the index's encoder")
+    p.add_argument("--queries-out", type=Path, default=None,
+                   help="where the encoded queries go: .tsv (repeated tokens, Anserini/Pyserini) or .jsonl")
+    p.set_defaults(func=cmd_export_vectors)
 
     p = sub.add_parser("import-ciff", help="build an index from a CIFF file (integer impacts)")
     p.add_argument("ciff", type=Path, help="CIFF file (.gz: gzip-compressed)")
@@ -326,6 +340,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from lsr.models import DEFAULT_MODEL
 
     measures = args.measures or list(DEFAULT_MEASURES)
+    if args.baseline:  # before the lsr run, which may take minutes
+        from lsr.eval.baselines import check_baselines
+
+        if args.dataset is None:
+            raise _usage("eval --baseline needs the dataset whose corpus the baseline indexes.")
+        check_baselines(args.baseline)
     if args.index is not None:
         if args.queries is None or args.qrels is None:
             raise _usage("eval --index needs --queries and --qrels.")
@@ -346,6 +366,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                args.rebuild, args.check_exact, _encoder_options(args),
                                show_progress=not args.quiet, search_options=_search_options(args),
                                storage=_storage_options(args), pipeline=_pipeline(args), dense_model=args.dense)
+    if args.baseline:
+        from lsr.eval.baselines import add_baselines
+
+        given = args.index is not None  # then the queries and qrels evaluated are the ones passed
+        add_baselines(report, args.baseline, out, args.dataset, args.split, queries=queries if given else None,
+                      qrels=qrels if given else None, k=args.k, measures=measures)
     _print_report(report, out)
     return 0
 
@@ -353,8 +379,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _print_report(report: dict, out: Path) -> None:
     print(f"{report.get('dataset', report['index'])}  split={report.get('split', '-')}  "
           f"docs={report['n_docs']}  queries={report['n_queries']}")
+    baselines = report.get("baselines", {})
     for name, value in report["metrics"].items():
-        print(f"  {name:<10} {value:.4f}")
+        beside = "".join(f"   {b['label']} {b['metrics'][name]:.4f}" for b in baselines.values()
+                         if name in b["metrics"])
+        print(f"  {name:<10} {value:.4f}{beside}")
+    for b in baselines.values():
+        print(f"  baseline {b['label']}: {b['engine']}, {b['params']}, run file {b['run_file']}")
     sparsity, timings = report.get("sparsity"), report["timings"]
     if "pipeline" in report:
         print(f"  pipeline: {orjson.dumps(report['pipeline']).decode()}")
@@ -448,6 +479,29 @@ def cmd_export_ciff(args: argparse.Namespace) -> int:
     r = export_ciff(args.index, args.out, scale=args.scale, show_progress=not args.quiet)
     print(f"exported {r['num_docs']} documents, {r['num_postings_lists']} terms to {args.out} "
           f"({r['weights']} weights, scale {r['scale']:.6g})")
+    return 0
+
+
+def cmd_export_vectors(args: argparse.Namespace) -> int:
+    from lsr.io.anserini import export_index_vectors, write_impact_queries
+
+    if (args.queries is None) != (args.queries_out is None):
+        raise _usage("export-vectors: --queries and --queries-out go together.")
+    scale = args.scale or None
+    if scale is not None and not scale > 0:
+        raise _usage(f"--scale must be > 0 (or 0 for float weights), got {args.scale}.")
+    n = export_index_vectors(args.index, args.out, scale=scale)
+    print(f"exported {n} documents to {args.out}" + (f" (weights round(w x {scale:g}))" if scale else ""))
+    if args.queries is not None:
+        from lsr.io.beir import read_queries
+        from lsr.search import SparseRetriever
+
+        queries = read_queries(args.queries)
+        retriever = SparseRetriever(args.index)
+        batch = retriever.encode(list(queries.values()), show_progress=not args.quiet)
+        write_impact_queries(args.queries_out, list(queries), batch, retriever.index.vocabulary,
+                             scale=scale or 100.0, texts=list(queries.values()))
+        print(f"exported {len(queries)} encoded queries to {args.queries_out}")
     return 0
 
 
