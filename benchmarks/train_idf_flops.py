@@ -14,7 +14,8 @@ baseline is SPLADE-tiny's documents with corpus-IDF queries (no training).
 FLOPS per query-document pair = sum over the query's terms of the fraction of documents holding the term
 (Paria et al.), averaged over the test queries; times the corpus size it is the postings a query touches.
 Runs and caches live under $LSR_BENCH_DIR/train (default ~/.cache/lsr-bench/train). Writes
-benchmarks/results/train_idf_flops.json, docs/training_results.md's table and docs/training_flops.png.
+benchmarks/results/train_idf_flops_<dataset>.json and docs/training_flops.png, and prints the table of
+docs/training_results.md.
 """
 
 from __future__ import annotations
@@ -109,19 +110,21 @@ def evaluate(name: str, model: str, idf: Path | None, out: Path) -> dict:
             "encode_docs_s": report["timings"].get("encode_docs_s")}
 
 
-def run_arm(name: str, arm: str, lam: float, steps: int, train_file: Path) -> dict:
+def run_arm(name: str, arm: str, lam: float, steps: int, temperature: float, train_file: Path) -> dict:
     from lsr.train import TrainConfig, train
 
-    root = bench_dir() / "train" / name / f"{arm}-{lam:g}"
+    root = bench_dir() / "train" / name / (f"{arm}-{lam:g}" + ("" if temperature == 1 else f"-t{temperature:g}"))
     config = TrainConfig(str(train_file), str(dataset(name)), model="splade-tiny", encoder="inference-free",
                          flops=arm, idf=str(zero_shot_idf(name)) if arm == "idf-aware" else None, loss="kl",
                          doc_lambda=lam, steps=steps, batch_size=8, negatives=7, lr=3e-5,
-                         lambda_warmup=50, checkpoint_every=25, seed=13)
+                         lambda_warmup=50, checkpoint_every=25, seed=13, temperature=temperature)
     model = train(config, root / "run")
     summary = json.loads((model / "lsr-train.json").read_text())
     result = evaluate(name, str(model), None, root / "eval")
     last = [json.loads(line) for line in (root / "run" / "train_log.jsonl").read_text().splitlines()][-20:]
-    return {"arm": arm, "lambda": lam, **result, "train_s": summary.get("seconds"),
+    first = json.loads((root / "run" / "train_log.jsonl").read_text().splitlines()[0])
+    return {"arm": arm, "lambda": lam, "temperature": temperature, "student_temperature": first.get("temperature", 1.0),
+            **result, "train_s": summary.get("seconds"),
             "train_steps": summary.get("steps"), "resumed_at": summary.get("resumed_at"),
             "train_doc_nnz_last20": float(np.mean([r["doc_nnz"] for r in last]))}
 
@@ -134,10 +137,14 @@ def plot(results: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.2), squeeze=False)
     for ax, (name, rows) in zip(axes[0], results.items(), strict=True):
-        for arm, style in (("plain", "s--"), ("idf-aware", "o-")):
-            points = sorted((r["flops"], r["nDCG@10"], r["lambda"]) for r in rows["runs"] if r["arm"] == arm)
+        styles = {("plain", True): "s-", ("idf-aware", True): "o-", ("plain", False): "s:", ("idf-aware", False): "o:"}
+        for (arm, calibrated), style in styles.items():
+            points = sorted((r["flops"], r["nDCG@10"], r["lambda"]) for r in rows["runs"]
+                            if r["arm"] == arm and (r.get("temperature", 1) == 0) == calibrated)
             if points:
-                ax.plot([p[0] for p in points], [p[1] for p in points], style, label=f"{arm} FLOPS")
+                label = f"{arm} FLOPS" + (", τ calibrated" if calibrated else ", τ = 1")
+                ax.plot([p[0] for p in points], [p[1] for p in points], style, label=label,
+                        color="tab:orange" if arm == "plain" else "tab:blue", alpha=1.0 if calibrated else 0.45)
                 for x, y, lam in points:
                     ax.annotate(f"λ={lam:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         base = rows["zero_shot"]
@@ -156,13 +163,15 @@ def table(results: dict) -> str:
     lines = []
     for name, rows in results.items():
         lines += [f"### {name} (test split)", "",
-                  "| encoder | λ_d | nDCG@10 | R@100 | FLOPS/pair | postings/query | doc nnz | train s |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| encoder | λ_d | student τ | nDCG@10 | R@100 | FLOPS/pair | postings/query | doc nnz | train s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         base = rows["zero_shot"]
-        lines.append(f"| zero-shot (SPLADE-tiny docs, corpus IDF) | – | {base['nDCG@10']:.4f} | {base['R@100']:.4f} "
-                     f"| {base['flops']:.2f} | {base['postings_per_query']:,.0f} | {base['doc_nnz']:.1f} | – |")
-        for r in sorted(rows["runs"], key=lambda r: (r["arm"], r["lambda"])):
-            lines.append(f"| {r['arm']} FLOPS | {r['lambda']:g} | {r['nDCG@10']:.4f} | {r['R@100']:.4f} | "
+        lines.append(f"| zero-shot (SPLADE-tiny docs, corpus IDF) | – | – | {base['nDCG@10']:.4f} "
+                     f"| {base['R@100']:.4f} | {base['flops']:.2f} | {base['postings_per_query']:,.0f} "
+                     f"| {base['doc_nnz']:.1f} | – |")
+        for r in sorted(rows["runs"], key=lambda r: (-r.get("temperature", 1), r["arm"], r["lambda"])):
+            tau = f"{r.get('student_temperature', 1):g}" + (" (calibrated)" if r.get("temperature", 1) == 0 else "")
+            lines.append(f"| {r['arm']} FLOPS | {r['lambda']:g} | {tau} | {r['nDCG@10']:.4f} | {r['R@100']:.4f} | "
                          f"{r['flops']:.2f} | {r['postings_per_query']:,.0f} | {r['doc_nnz']:.1f} | "
                          f"{r['train_s'] or 0:.0f} |")
         lines.append("")
@@ -174,30 +183,33 @@ def main() -> None:
     parser.add_argument("--datasets", default="nfcorpus,scifact")
     parser.add_argument("--lambdas", default="1e-3,1e-2,1e-1")
     parser.add_argument("--arms", default="plain,idf-aware")
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="student temperature for the KL; 0 = calibrated on the first training batches")
     parser.add_argument("--steps", type=int, default=150, help="training steps of 8 queries x 8 documents")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    out_json = HERE / "results" / "train_idf_flops.json"
-    results = json.loads(out_json.read_text()) if out_json.exists() else {}
     for name in args.datasets.split(","):
+        # one results file per dataset, so that datasets can run in parallel processes
+        out_json = HERE / "results" / f"train_idf_flops_{name}.json"
+        rows = json.loads(out_json.read_text()) if out_json.exists() else {"runs": []}
         train_file = training_file(name)
-        rows = results.setdefault(name, {"runs": []})
         if "zero_shot" not in rows:
             rows["zero_shot"] = evaluate(name, "splade-tiny", zero_shot_idf(name),
                                          bench_dir() / "train" / name / "zero-shot")
         for arm in args.arms.split(","):
             for lam in (float(x) for x in args.lambdas.split(",")):
-                if any(r["arm"] == arm and r["lambda"] == lam for r in rows["runs"]):
+                if any(r["arm"] == arm and r["lambda"] == lam and r.get("temperature", 1) == args.temperature
+                       for r in rows["runs"]):
                     continue
                 log.info("%s: %s FLOPS, lambda %g", name, arm, lam)
-                rows["runs"].append(run_arm(name, arm, lam, args.steps, train_file))
-                results["machine"] = {"platform": platform.platform(), "cpus": 2}
-                out_json.write_text(json.dumps(results, indent=2))
+                rows["runs"].append(run_arm(name, arm, lam, args.steps, args.temperature, train_file))
+                rows["machine"] = {"platform": platform.platform(), "cpus": 2}
+                out_json.write_text(json.dumps(rows, indent=2))
                 print(table({name: rows}), flush=True)
-    out_json.write_text(json.dumps(results, indent=2))
-    datasets = {k: v for k, v in results.items() if k != "machine"}
-    plot(datasets, REPO / "docs" / "training_flops.png")
-    print(table(datasets))
+    results = {path.stem.removeprefix("train_idf_flops_"): json.loads(path.read_text())
+               for path in sorted((HERE / "results").glob("train_idf_flops_*.json"))}
+    plot(results, REPO / "docs" / "training_flops.png")
+    print(table(results))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ class TrainConfig:
     query_lambda: float = 1e-3  # splade encoder only: L1 on queries
     lambda_warmup: int = 100
     l0_threshold: int | None = None
+    # the student's scores are divided by it in kl / margin-mse; 0 = calibrated on the first training batches
+    temperature: float = 1.0
     batch_size: int = 8
     negatives: int = 7
     steps: int | None = None
@@ -53,6 +55,8 @@ class TrainConfig:
         for name in ("batch_size", "checkpoint_every", "max_length", "query_max_length"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.temperature < 0:
+            raise InvalidInputError(f"temperature must be > 0, or 0 to calibrate it, got {self.temperature}.")
         if self.negatives < 0 or self.doc_lambda < 0 or self.query_lambda < 0 or self.lr <= 0:
             raise InvalidInputError("negatives and lambdas must be >= 0 and the learning rate > 0.")
         if self.steps is not None and self.steps < 1:

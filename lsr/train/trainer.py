@@ -89,6 +89,7 @@ class _Run:
         per_epoch = max(1, len(self.examples) // config.batch_size)
         self.per_epoch = per_epoch
         self.total_steps = config.steps or max(1, math.ceil(config.epochs * per_epoch))
+        self.temperature = config.temperature or 1.0  # 0: calibrated before the first step (train())
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr)
         warmup = int(config.warmup_ratio * self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -137,8 +138,8 @@ class _Run:
             return presence * (self.query_idf > 0)  # binary; the IDF moves into the document representation
         return presence * self.query_idf
 
-    def step(self, step: int) -> dict[str, float]:
-        torch.manual_seed(self.config.seed * 1_000_003 + step)  # dropout depends on the step alone
+    def _forward(self, step: int) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ranking-loss inputs, document representations for the regulariser, queries, documents) of a step."""
         examples, candidates = self.batch(step)
         flat = [d for docs in candidates for d in docs]
         docs = self._encode([self.texts[d] for d in flat], self.config.max_length)
@@ -154,9 +155,33 @@ class _Run:
                 raise InvalidInputError("distillation needs the same number of negatives for every query; "
                                         "lower --negatives to the shortest negative list.")
             rows = torch.arange(len(examples)).unsqueeze(1)
-            inputs["own"] = scores[rows, torch.arange(len(flat)).view(len(examples), width)]
+            inputs["own"] = scores[rows, torch.arange(len(flat)).view(len(examples), width)] / self.temperature
             inputs["teacher"] = torch.tensor([[e.teacher_scores[d] for d in docs]
                                               for e, docs in zip(examples, candidates, strict=True)])
+        return inputs, doc_reps, queries, docs
+
+    def calibrate_temperature(self, batches: int = 8) -> float:
+        """The student temperature that best fits the untrained model to the teacher on the first training
+        batches: the KL's minimiser over a log grid. A student whose scores live on another scale than the
+        teacher's (IDF-weighted matches reach tens, teacher scores span [0, S]) would otherwise spend its first
+        steps rescaling every weight, which the FLOPS term then rewards as sparsity."""
+        self.temperature = 1.0
+        self.model.eval()
+        with torch.no_grad():
+            pairs = [self._forward(step)[0] for step in range(min(batches, self.total_steps))]
+        self.model.train()
+        own = torch.cat([p["own"] for p in pairs])
+        teacher = torch.log_softmax(torch.cat([p["teacher"] for p in pairs]), dim=1)
+        grid = 2.0 ** np.arange(-4, 8.01, 0.25)
+        kl = [float(torch.nn.functional.kl_div(torch.log_softmax(own / t, dim=1), teacher, log_target=True,
+                                               reduction="batchmean")) for t in grid]
+        self.temperature = float(grid[int(np.argmin(kl))])
+        log.info("student temperature %g (KL %.3f at 1, %.3f at the best)", self.temperature, kl[16], min(kl))
+        return self.temperature
+
+    def step(self, step: int) -> dict[str, float]:
+        torch.manual_seed(self.config.seed * 1_000_003 + step)  # dropout depends on the step alone
+        inputs, doc_reps, queries, docs = self._forward(step)
         terms = self.objective(step, doc_reps, queries if self.query_idf is None else None, **inputs)
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
@@ -165,7 +190,7 @@ class _Run:
         self.scheduler.step()
         with torch.no_grad():
             record = {name: float(value) for name, value in terms.items()}
-            record.update(step=step + 1, lr=self.scheduler.get_last_lr()[0],
+            record.update(step=step + 1, lr=self.scheduler.get_last_lr()[0], temperature=self.temperature,
                           query_nnz=float((queries != 0).sum(1).float().mean()),
                           doc_nnz=float((docs != 0).sum(1).float().mean()),
                           flops=float(flops_per_pair(queries, docs)))
@@ -173,12 +198,13 @@ class _Run:
 
     def state(self, step: int) -> dict[str, Any]:
         return {"step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict()}
+                "scheduler": self.scheduler.state_dict(), "temperature": self.temperature}
 
     def restore(self, state: dict[str, Any]) -> int:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self.temperature = float(state.get("temperature", 1.0))
         return int(state["step"])
 
 
@@ -257,6 +283,8 @@ def train(config: TrainConfig, out: str | os.PathLike[str], overwrite: bool = Fa
     if checkpoint.is_file():
         start = run.restore(torch.load(checkpoint, weights_only=False))
         log.info("resuming %s at step %d of %d", out, start, run.total_steps)
+    elif config.temperature == 0 and config.loss != "infonce":
+        run.calibrate_temperature()
     log_path = out / "train_log.jsonl"
     write_bytes_atomic(log_path, b"".join(_read_log(log_path, start)))
     run.model.train()

@@ -141,3 +141,20 @@ def test_resume_after_kill_9_ends_with_the_weights_of_an_uninterrupted_run(tmp_p
     log = [orjson.loads(line) for line in (out / "train_log.jsonl").read_bytes().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 11))
     assert log == [orjson.loads(line) for line in (reference / "train_log.jsonl").read_bytes().splitlines()]
+
+
+def test_calibrated_temperature_fits_the_untrained_student_and_survives_resume(tmp_path, tiny_model, train_data):
+    train_file, corpus = train_data
+    out = tmp_path / "calibrated"
+    args = _train_args(train_file, corpus, out, tiny_model, "--temperature", "0", "--checkpoint-every", "3")
+    assert main(args) == 0
+    log = [orjson.loads(line) for line in (out / "train_log.jsonl").read_bytes().splitlines()]
+    temperatures = {r["temperature"] for r in log}
+    assert len(temperatures) == 1
+    chosen = temperatures.pop()
+    assert np.log2(chosen) * 4 == round(np.log2(chosen) * 4)  # a point of the 2^(k/4) grid
+    # the checkpoint carries it, so a resumed run goes on with the temperature it started with
+    import torch
+
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["temperature"] == chosen
