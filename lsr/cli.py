@@ -143,6 +143,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dense", default=None, metavar="MODEL", help="also encode dense vectors with this model")
     p.add_argument("--workers", type=int, default=1,
                    help="encoding processes, each with cores/N torch threads (resumable as with one) [1]")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on Ray (extra lsr-search[ray]): ADDRESS of a cluster head, or none for RAY_ADDRESS or a "
+                        "local one; --workers is then the number of encoder actors")
     _add_encoder_options(p)
     p.set_defaults(func=cmd_encode)
 
@@ -158,6 +161,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="also encode dense vectors with this sentence-transformers model (all-MiniLM-L6-v2)")
     p.add_argument("--dense-factory", default="Flat",
                    help="faiss index factory string for the dense side [Flat: exact inner product]")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on Ray (extra lsr-search[ray]): ADDRESS of a cluster head, or none for RAY_ADDRESS or a "
+                        "local one; --workers is then the number of encoder actors")
     _add_storage_options(p)
     _add_encoder_options(p)
     p.set_defaults(func=cmd_index)
@@ -274,6 +280,16 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from lsr.jobs.encode import encode_corpus
     from lsr.models import DEFAULT_MODEL
 
+    if args.ray is not None:
+        from lsr.distributed.encode import encode_on_ray
+
+        if args.dense:
+            raise _usage("--dense is not supported with --ray yet.")
+        result = encode_on_ray(args.corpus, args.out, args.model, _encoder_options(args), args.shard_size,
+                               args.workers, args.ray, show_progress=not args.quiet)
+        print(f"encoded {result.n_docs} documents into {result.n_shards} shards in {args.out} on Ray "
+              f"({result.seconds:.1f}s; {result.resumed_from} were already done)")
+        return 0
     encoder = load_encoder(args.model or DEFAULT_MODEL, **_encoder_options(args))
     dense = None
     if args.dense:
@@ -290,11 +306,20 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_index(args: argparse.Namespace) -> int:
     from lsr.jobs.build import build_index
 
-    result = build_index(args.source, args.index, model=args.model, overwrite=args.overwrite,
-                         work_dir=args.work_dir, shard_size=args.shard_size,
-                         encoder_options=_encoder_options(args), show_progress=not args.quiet,
-                         storage=_storage_options(args), dense_model=args.dense, dense_factory=args.dense_factory,
-                         workers=args.workers)
+    if args.ray is not None:
+        from lsr.distributed.encode import build_index_on_ray
+
+        if args.dense or args.work_dir:
+            raise _usage("--dense and --work-dir are not supported with --ray.")
+        result = build_index_on_ray(args.source, args.index, args.model, _encoder_options(args), args.shard_size,
+                                    args.workers, args.ray, args.overwrite, _storage_options(args),
+                                    show_progress=not args.quiet)
+    else:
+        result = build_index(args.source, args.index, model=args.model, overwrite=args.overwrite,
+                             work_dir=args.work_dir, shard_size=args.shard_size,
+                             encoder_options=_encoder_options(args), show_progress=not args.quiet,
+                             storage=_storage_options(args), dense_model=args.dense,
+                             dense_factory=args.dense_factory, workers=args.workers)
     print(f"indexed {result.n_docs} documents into {args.index} in {result.seconds:.1f}s"
           + (f" (encoding took {result.encode_seconds:.1f}s)" if result.encode_seconds else "")
           + f"; size {_human_size(_dir_size(args.index))}")

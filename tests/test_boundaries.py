@@ -7,11 +7,12 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "transformers", "flask", "faiss")
+HEAVY = ("torch", "transformers", "flask", "faiss", "ray")
 
 
 @pytest.mark.parametrize("module", ["lsr", "lsr.types", "lsr.index", "lsr.kernels", "lsr.eval", "lsr.io.beir",
-                                    "lsr.io.trec", "lsr.models", "lsr.cli", "lsr.eval.runner"])
+                                    "lsr.io.trec", "lsr.models", "lsr.cli", "lsr.eval.runner",
+                                    "lsr.distributed"])
 def test_core_modules_do_not_import_heavy_dependencies(module):
     code = f"import sys, {module}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -8,6 +8,7 @@ next writer opens the index.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -196,6 +197,50 @@ class IndexWriter:
         self._dirty = True
         if self._pending_count >= self._segment_docs:
             self._flush()
+
+    def adopt(self, part: str | os.PathLike[str]) -> int:
+        """Add every segment of ``part``, a complete index written elsewhere (a distributed worker's output),
+        by moving its segment directories in; returns the number of documents adopted.
+
+        The part must share this index's vocabulary and storage settings (weight type and scale, block size,
+        reordering, dense part). Its documents take the next global ids in the part's order, and an external
+        id seen before replaces the earlier document, as :meth:`add` does. Nothing is visible until
+        :meth:`commit`; a part that is never adopted is simply never published.
+        """
+        self._check_open()
+        self._flush()  # documents added earlier keep the lower ids
+        part = Path(part)
+        other = open_index(part)
+        theirs, ours = other.manifest, self._manifest
+        if theirs.vocabulary["sha256"] != ours.vocabulary["sha256"]:
+            raise VocabularyMismatchError(f"{part} was written over another vocabulary than {self.path}.")
+        if ours.weights["scale"] is None and not ours.segments and not self._new_segments:
+            ours.weights["scale"] = theirs.weights["scale"]  # the first part fixes a scale not given up front
+        for key in ("weights", "block_size", "reorder", "dense"):
+            if getattr(theirs, key) != getattr(ours, key):
+                raise InvalidInputError(f"{part} has {key} {getattr(theirs, key)!r}, but {self.path} has "
+                                        f"{getattr(ours, key)!r}; write every part with the same settings.")
+        base = ours.n_docs + sum(s.n_docs for s in self._new_segments)
+        adopted = 0
+        for seg in other.segments:
+            name = fmt.segment_dir_name(ours.next_segment)
+            ours.next_segment += 1
+            _move_dir(part / seg.info.name, self._work_dir / name)
+            for local in range(seg.info.n_docs):
+                previous = self._id_lookup.get(ext := seg.external_id(local))
+                if previous is not None:
+                    self._deleted.add(previous)
+                self._id_lookup[ext] = base + local
+            dead = other.deleted_mask(seg)
+            if dead is not None:  # the part's own replaced documents stay deleted
+                self._deleted.update((base + np.flatnonzero(dead)).tolist())
+            self._new_segments.append(fmt.SegmentInfo(name=name, n_docs=seg.info.n_docs, nnz=seg.info.nnz,
+                                                      doc_base=base, files=seg.info.files))
+            base += seg.info.n_docs
+            adopted += seg.info.n_docs
+        fmt.fsync_dir(self._work_dir)
+        self._dirty = self._dirty or adopted > 0
+        return adopted
 
     def delete(self, ids: Sequence[str]) -> int:
         """Tombstone documents by external id; returns how many existed."""
@@ -401,6 +446,24 @@ def _save_bytes(path: Path, data: bytes) -> dict[str, Any]:
         fh.flush()
         os.fsync(fh.fileno())
     return fmt.file_record(path)
+
+
+def _move_dir(src: Path, dst: Path) -> None:
+    """Rename a complete segment directory into place; across file systems copy it under a temporary name
+    first, so that ``dst`` never exists half-written."""
+    try:
+        os.replace(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        tmp = dst.with_name(dst.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+        for entry in tmp.iterdir():
+            with open(entry, "rb") as fh:
+                os.fsync(fh.fileno())
+        fmt.fsync_dir(tmp)
+        os.replace(tmp, dst)
 
 
 def _remove_abandoned_work(path: Path) -> None:
