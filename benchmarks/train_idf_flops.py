@@ -183,6 +183,7 @@ def main() -> None:
     parser.add_argument("--datasets", default="nfcorpus,scifact")
     parser.add_argument("--lambdas", default="1e-3,1e-2,1e-1")
     parser.add_argument("--arms", default="plain,idf-aware")
+    parser.add_argument("--tag", default="", help="results file suffix (e.g. -plain), for arms run in parallel")
     parser.add_argument("--temperature", type=float, default=0.0,
                         help="student temperature for the KL; 0 = calibrated on the first training batches")
     parser.add_argument("--steps", type=int, default=150, help="training steps of 8 queries x 8 documents")
@@ -190,7 +191,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in args.datasets.split(","):
         # one results file per dataset, so that datasets can run in parallel processes
-        out_json = HERE / "results" / f"train_idf_flops_{name}.json"
+        out_json = HERE / "results" / f"train_idf_flops_{name}{args.tag}.json"
         rows = json.loads(out_json.read_text()) if out_json.exists() else {"runs": []}
         train_file = training_file(name)
         if "zero_shot" not in rows:
@@ -206,8 +207,12 @@ def main() -> None:
                 rows["machine"] = {"platform": platform.platform(), "cpus": 2}
                 out_json.write_text(json.dumps(rows, indent=2))
                 print(table({name: rows}), flush=True)
-    results = {path.stem.removeprefix("train_idf_flops_"): json.loads(path.read_text())
-               for path in sorted((HERE / "results").glob("train_idf_flops_*.json"))}
+    results: dict[str, dict] = {}
+    for path in sorted((HERE / "results").glob("train_idf_flops_*.json")):
+        part = json.loads(path.read_text())
+        name = path.stem.removeprefix("train_idf_flops_").split("-")[0]
+        merged = results.setdefault(name, {"runs": [], "zero_shot": part["zero_shot"]})
+        merged["runs"] += part["runs"]
     plot(results, REPO / "docs" / "training_flops.png")
     print(table(results))
 
