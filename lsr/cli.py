@@ -226,6 +226,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--read-key-required", action="store_true", help="require the API key for reads too")
     p.add_argument("--timeout", type=float, default=10.0, help="per-request time limit in seconds [10]")
     p.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    p.add_argument("--shards", type=int, default=0,
+                   help="serve from N shard actors on a Ray cluster (extra lsr-search[ray]; needs --ray) [0: local]")
+    p.add_argument("--ray", default=None, metavar="ADDRESS", help="the Ray cluster head for --shards [RAY_ADDRESS]")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check", help="verify every checksum and invariant of an index")
@@ -465,7 +468,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from lsr.service.server import serve
 
     serve(args.index, args.host, args.port, args.workers, args.threads, args.api_key_file, args.timeout,
-          args.read_key_required, args.access_log)
+          args.read_key_required, args.access_log, args.shards, args.ray)
     return 0
 
 

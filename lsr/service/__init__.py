@@ -28,6 +28,8 @@ DEFAULTS: dict[str, Any] = {
     "LSR_REQUEST_TIMEOUT_S": 10.0,
     "LSR_WRITE_LOCK_WAIT_S": 10.0,
     "LSR_RELOAD_CHECK_S": 0.5,
+    "LSR_SHARDS": 0,  # > 0: search through that many Ray shard actors (lsr serve --shards N --ray ADDRESS)
+    "LSR_RAY_ADDRESS": None,
     "MAX_CONTENT_LENGTH": 16 << 20,
 }
 
@@ -55,8 +57,6 @@ def _from_environment() -> dict[str, Any]:
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from lsr.service import api, ops, page
-    from lsr.service.state import IndexHolder
-
     threads = os.environ.get("LSR_TORCH_THREADS")
     if threads:  # gunicorn workers share the cores: one torch pool per worker must not take them all
         import torch
@@ -70,11 +70,28 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False
     if not app.config["LSR_INDEX"]:
         raise ValueError("create_app needs LSR_INDEX (the index folder to serve).")
-    app.extensions["lsr"] = IndexHolder(app.config["LSR_INDEX"], backend=app.config["LSR_BACKEND"],
-                                        check_interval_s=app.config["LSR_RELOAD_CHECK_S"])
+    app.extensions["lsr"] = _index_holder(app.config)
     register_error_handlers(app)
     ops.install_metrics(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(page.bp)
     return app
+
+
+def _index_holder(config: dict[str, Any]):  # noqa: ANN202 - an IndexHolder
+    """The local memory-mapped index, or shard actors on a Ray cluster when ``LSR_SHARDS`` says so (each
+    worker process connects to the cluster as a driver of its own, and gets shard actors of its own)."""
+    if config["LSR_SHARDS"]:
+        from lsr.distributed._ray import require_ray
+        from lsr.distributed.serving import ShardedIndexHolder
+
+        ray = require_ray()
+        if not ray.is_initialized():
+            ray.init(address=config["LSR_RAY_ADDRESS"] or None, logging_level=logging.WARNING, log_to_driver=False)
+        return ShardedIndexHolder(config["LSR_INDEX"], shards=config["LSR_SHARDS"], backend=config["LSR_BACKEND"],
+                                  check_interval_s=config["LSR_RELOAD_CHECK_S"])
+    from lsr.service.state import IndexHolder
+
+    return IndexHolder(config["LSR_INDEX"], backend=config["LSR_BACKEND"],
+                       check_interval_s=config["LSR_RELOAD_CHECK_S"])

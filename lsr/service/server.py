@@ -17,8 +17,10 @@ log = logging.getLogger(__name__)
 
 def serve(index: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8080, workers: int = 2,
           threads: int = 1, api_key_file: str | None = None, timeout_s: float = 10.0,
-          read_key_required: bool = False, access_log: bool = False) -> None:
-    """Run until interrupted. Loopback only unless ``host`` says otherwise."""
+          read_key_required: bool = False, access_log: bool = False, shards: int = 0,
+          ray_address: str | None = None) -> None:
+    """Run until interrupted. Loopback only unless ``host`` says otherwise. ``shards > 0`` serves the index
+    from that many shard actors on the Ray cluster at ``ray_address`` (or ``RAY_ADDRESS``)."""
     try:
         from gunicorn.app.base import BaseApplication
     except ImportError:
@@ -26,6 +28,15 @@ def serve(index: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 80
     from lsr.index import open_index
 
     open_index(index)  # fail here, with one line, rather than in every worker
+    if shards:
+        from lsr.distributed._ray import require_ray
+        from lsr.errors import InvalidInputError
+
+        require_ray()
+        if not (ray_address or os.environ.get("RAY_ADDRESS")):
+            raise InvalidInputError("--shards needs a running Ray cluster: pass --ray ADDRESS (its head) or set "
+                                    "RAY_ADDRESS; start one with `ray start --head`.")
+        os.environ.update({"LSR_SHARDS": str(shards), "LSR_RAY_ADDRESS": ray_address or ""})
     metrics_dir = tempfile.mkdtemp(prefix="lsr-metrics-")
     os.environ.update({"LSR_INDEX": str(Path(index).resolve()), "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
                        "LSR_REQUEST_TIMEOUT_S": str(timeout_s),

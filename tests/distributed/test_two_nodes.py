@@ -80,3 +80,57 @@ def test_scifact_on_two_nodes_equals_single_process(ray_two_nodes, tmp_path, spl
         expected = plain.search(texts, k)
         np.testing.assert_array_equal(got[f"ids{k}"], expected.ids)
         np.testing.assert_array_equal(got[f"scores{k}"], expected.scores)
+
+
+def test_lsr_serve_with_shards_on_the_cluster_answers_as_the_local_index(ray_two_nodes, tmp_path, tiny_model):
+    """`lsr serve INDEX --shards 2 --ray ADDRESS` (gunicorn, one worker) returns the single index's hits."""
+    import os
+    import signal
+    import time
+
+    from tests.conftest import write_corpus
+    from tests.service.test_live import call, free_port
+
+    address, env = ray_two_nodes
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 240, seed=5)
+    assert main(["-q", "index", str(corpus), str(tmp_path / "index"), "--model", str(tiny_model),
+                 "--shard-size", "60", "--max-length", "64"]) == 0
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "lsr.cli", "-q", "serve", str(tmp_path / "index"), "--port",
+                               str(port), "--workers", "1", "--shards", "2", "--ray", address],
+                              env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                if call(port, "GET", "/readyz", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        assert server.poll() is None, "lsr serve --shards exited"
+        queries = ["cell protein gene", "water climate energy", "mice and humans"]
+        status, body = call(port, "POST", "/v1/search", {"queries": queries, "k": 20}, timeout=60)
+        assert status == 200, body
+        expected = SparseRetriever(tmp_path / "index").search(queries, 20)
+        index = open_index(tmp_path / "index")
+        for row, result in enumerate(body["results"]):
+            ids = [h["id"] for h in result["hits"]]
+            assert ids == index.external_ids(expected.ids[row][expected.ids[row] >= 0])
+            np.testing.assert_allclose([h["score"] for h in result["hits"]],
+                                       expected.scores[row][expected.ids[row] >= 0], rtol=1e-6)
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+def test_lsr_serve_shards_without_a_cluster_is_a_one_line_error(tmp_path, tiny_model, capsys, monkeypatch):
+    from tests.conftest import one_line, write_corpus
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 20)
+    assert main(["-q", "index", str(corpus), str(tmp_path / "index"), "--model", str(tiny_model)]) == 0
+    capsys.readouterr()
+    assert main(["-q", "serve", str(tmp_path / "index"), "--shards", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "--ray ADDRESS" in err and one_line(err)
