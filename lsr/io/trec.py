@@ -26,9 +26,10 @@ def hits_to_run(query_ids: Sequence[str], external_ids: Sequence[Sequence[str | 
 
 
 def write_run(path: str | os.PathLike[str], run: Run, tag: str = "lsr") -> None:
-    """Write atomically, hits ranked by score descending then doc id (the order trec_eval uses)."""
+    """Write atomically, hits ranked by score descending then doc id (the order trec_eval uses). The temporary
+    name carries the process id, so two processes writing the same run never rename each other's file."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         for qid, docs in run.items():
             ranked = sorted(docs.items(), key=lambda item: (-item[1], item[0]))
