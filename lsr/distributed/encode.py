@@ -43,7 +43,7 @@ from lsr.index.format import write_bytes_atomic
 from lsr.io.beir import count_lines, find_corpus_file, iter_corpus
 from lsr.io.shards import list_shards, shard_path, write_shard
 from lsr.jobs.build import BuildResult
-from lsr.jobs.encode import JOB_FILE, PENDING_SUFFIX, EncodeResult, _job_spec, _prepare
+from lsr.jobs.encode import JOB_FILE, PENDING_SUFFIX, EncodeResult, open_job
 
 __all__ = ["ray_encode_corpus", "ray_build_index", "encode_on_ray", "build_index_on_ray", "RayJobStats"]
 
@@ -184,18 +184,10 @@ def ray_encode_corpus(corpus: str | os.PathLike[str], out_dir: str | os.PathLike
     ``job.json``, same shards), encoded by ``workers`` Ray actors."""
     require_ray()  # before anything is written
     _check_workers(workers, shard_size)
-    corpus_file = find_corpus_file(Path(corpus))
-    out = Path(out_dir)
-    spec = _job_spec(corpus_file, encoder, shard_size)
-    total = count_lines(corpus_file)
-    if total == 0:
-        raise InvalidInputError(f"{corpus_file} holds no documents.")
-    done = _prepare(out, spec, encoder.vocabulary)
+    corpus_file, out, total, spec, done = open_job(corpus, out_dir, encoder, shard_size)
     if done is not None:
         return done
     started = time.perf_counter()
-    for stale in out.glob(f"shard-*{PENDING_SUFFIX}*"):  # written by a killed run's worker, never committed
-        stale.unlink()
     first = len(list_shards(out))
     chunks = list(_chunks(corpus_file, shard_size, first))
     sizes = {c["number"]: len(c["ids"]) for c in chunks}

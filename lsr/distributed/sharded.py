@@ -114,15 +114,16 @@ def _deleted_mask(path: Path, manifest: fmt.Manifest, info: fmt.SegmentInfo) -> 
     return mask
 
 
-def _placement(ray: Any, shards: int) -> list[Any]:
-    """Shard i on node i mod N: Ray's SPREAD is best effort and may stack shards on one node. Soft affinity,
-    so that a shard whose node is gone restarts elsewhere."""
+def _placement(ray: Any, shards: int, strict: bool = False) -> list[Any]:
+    """Shard i on node i mod N: Ray's SPREAD is best effort and may stack shards on one node. Soft affinity by
+    default, so that a shard whose node is gone restarts elsewhere (but a busy cluster may then also stack
+    them); ``strict`` pins each shard to its node (it waits for that node, never moves)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
     if not nodes:
         return ["SPREAD"] * shards
-    return [NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True) for i in range(shards)]
+    return [NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=not strict) for i in range(shards)]
 
 
 class ShardedSearcher:
@@ -132,10 +133,12 @@ class ShardedSearcher:
     :func:`lsr.distributed.ray_session` first), shard i on node i mod N of the cluster's live nodes. They
     stop when this object is closed or garbage-collected. ``num_cpus`` is what each actor reserves: 0 by
     default, so that more shards than cores still start (a reservation the cluster cannot grant would wait
-    forever); on a cluster dedicated to serving, reserve the cores a shard's kernels use.
+    forever); on a cluster dedicated to serving, reserve the cores a shard's kernels use. ``strict_placement``
+    pins shard i to node i mod N instead of preferring it.
     """
 
-    def __init__(self, index: Index, shards: int, backend: str = "auto", num_cpus: float = 0):
+    def __init__(self, index: Index, shards: int, backend: str = "auto", num_cpus: float = 0,
+                 strict_placement: bool = False):
         ray = require_ray()
         if not ray.is_initialized():
             raise InvalidInputError("sharded search needs a Ray runtime: call ray.init() (or lsr.distributed."
@@ -144,7 +147,7 @@ class ShardedSearcher:
         self.plan = plan_shards(index.manifest, shards)
         actor = ray.remote(ShardServer)
         path = str(Path(index.path).resolve())
-        nodes = _placement(ray, len(self.plan))
+        nodes = _placement(ray, len(self.plan), strict_placement)
         self.actors = [actor.options(num_cpus=num_cpus, max_restarts=-1, max_task_retries=3, scheduling_strategy=node)
                        .remote(path, index.manifest.generation, names, backend)
                        for names, node in zip(self.plan, nodes, strict=True)]
@@ -188,10 +191,10 @@ class ShardedRetriever(SparseRetriever):
     a ``SparseRetriever`` is (``SearchPipeline(index, sparse=...)``, the service's snapshot)."""
 
     def __init__(self, index: Index | str | os.PathLike[str], shards: int, encoder: Any = None,
-                 backend: str = "auto", num_cpus: float = 0):
+                 backend: str = "auto", num_cpus: float = 0, strict_placement: bool = False):
         index = index if isinstance(index, Index) else open_index(index)
         super().__init__(index, encoder=encoder, backend=backend)
-        self.searcher = ShardedSearcher(index, shards, backend, num_cpus)
+        self.searcher = ShardedSearcher(index, shards, backend, num_cpus, strict_placement)
 
     def close(self) -> None:
         self.searcher.close()

@@ -104,18 +104,10 @@ def encode_corpus(corpus: str | os.PathLike[str], out_dir: str | os.PathLike[str
         raise InvalidInputError(f"shard_size must be >= 1, got {shard_size}.")
     if workers < 1:
         raise InvalidInputError(f"workers must be >= 1, got {workers}.")
-    corpus_file = find_corpus_file(Path(corpus))
-    out = Path(out_dir)
-    spec = _job_spec(corpus_file, encoder, shard_size, dense_encoder)
-    total = count_lines(corpus_file)  # before anything is written: an empty corpus leaves no trace
-    if total == 0:
-        raise InvalidInputError(f"{corpus_file} holds no documents.")
-    done = _prepare(out, spec, encoder.vocabulary)
+    corpus_file, out, total, spec, done = open_job(corpus, out_dir, encoder, shard_size, dense_encoder)
     if done is not None:
         return done
     started = time.perf_counter()
-    for stale in out.glob(f"shard-*{PENDING_SUFFIX}*"):  # finished by a killed run's worker, never committed
-        stale.unlink()
     existing = list_shards(out)
     skip = len(existing) * shard_size
     if skip:
@@ -183,6 +175,24 @@ def _commit(number: int, future: Future, out: Path) -> int:
 
 
 _WORKER: dict[str, Any] = {}
+
+
+def open_job(corpus: str | os.PathLike[str], out_dir: str | os.PathLike[str], encoder: SparseEncoder,
+             shard_size: int, dense_encoder=None) -> tuple[Path, Path, int, dict, EncodeResult | None]:  # noqa: ANN001
+    """What every run of an encode job starts with, local or on Ray: (corpus file, output folder, number of
+    documents, the job spec, the result when the job is already complete). Writes or checks ``job.json`` and removes the
+    shards a killed run's workers finished but never committed."""
+    corpus_file = find_corpus_file(Path(corpus))
+    out = Path(out_dir)
+    spec = _job_spec(corpus_file, encoder, shard_size, dense_encoder)
+    total = count_lines(corpus_file)  # before anything is written: an empty corpus leaves no trace
+    if total == 0:
+        raise InvalidInputError(f"{corpus_file} holds no documents.")
+    done = _prepare(out, spec, encoder.vocabulary)
+    if done is None:
+        for stale in out.glob(f"shard-*{PENDING_SUFFIX}*"):
+            stale.unlink()
+    return corpus_file, out, total, spec, done
 
 
 def _worker_init(config: dict[str, Any], overrides: dict[str, Any], dense_config: dict[str, Any] | None,

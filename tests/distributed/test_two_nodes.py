@@ -32,7 +32,7 @@ from lsr.distributed.sharded import ShardedRetriever
 address, index, queries, out = sys.argv[1:]
 ray.init(address=address, log_to_driver=False)
 texts = json.load(open(queries))
-sharded = ShardedRetriever(index, 2)
+sharded = ShardedRetriever(index, 2, strict_placement=True)  # soft affinity may stack them on a busy box
 shards = sharded.searcher.describe()
 arrays = {}
 for k in (10, 100):
