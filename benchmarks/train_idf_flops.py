@@ -170,7 +170,7 @@ def table(results: dict) -> str:
                      f"| {base['R@100']:.4f} | {base['flops']:.2f} | {base['postings_per_query']:,.0f} "
                      f"| {base['doc_nnz']:.1f} | – |")
         for r in sorted(rows["runs"], key=lambda r: (-r.get("temperature", 1), r["arm"], r["lambda"])):
-            tau = f"{r.get('student_temperature', 1):g}" + (" (calibrated)" if r.get("temperature", 1) == 0 else "")
+            tau = f"{r.get('student_temperature', 1):.3g}" + (" (calibrated)" if r.get("temperature", 1) == 0 else "")
             lines.append(f"| {r['arm']} FLOPS | {r['lambda']:g} | {tau} | {r['nDCG@10']:.4f} | {r['R@100']:.4f} | "
                          f"{r['flops']:.2f} | {r['postings_per_query']:,.0f} | {r['doc_nnz']:.1f} | "
                          f"{r['train_s'] or 0:.0f} |")
