@@ -37,26 +37,25 @@ class _Scorer:
     def __init__(self, encoder, texts: dict[str, str]):  # noqa: ANN001 - a dense or sparse lsr encoder
         self.encoder, self.texts = encoder, texts
         self.rows: dict[str, int] = {}
-        self.vectors: list = []
-
-    def _documents(self, doc_ids: list[str]):  # noqa: ANN202
-        new = [d for d in dict.fromkeys(doc_ids) if d not in self.rows]
-        if new:
-            self.vectors.append(self.encoder.encode_documents([self.texts[d] for d in new]))
-            base = len(self.rows)
-            self.rows.update((d, base + i) for i, d in enumerate(new))
-        return self._stack(), [self.rows[d] for d in doc_ids]
+        self.matrix = None  # every document encoded so far, one row each; restacked only when some are new
 
     def __call__(self, queries: list[str], doc_ids: list[str]) -> np.ndarray:
-        docs, rows = self._documents(doc_ids)
-        return self._product(self.encoder.encode_queries(queries), docs)[:, rows]
+        new = [d for d in dict.fromkeys(doc_ids) if d not in self.rows]
+        if new:
+            encoded = self._matrix(self.encoder.encode_documents([self.texts[d] for d in new]))
+            self.matrix = encoded if self.matrix is None else self._stack(self.matrix, encoded)
+            base = len(self.rows)
+            self.rows.update((d, base + i) for i, d in enumerate(new))
+        docs = self.matrix[[self.rows[d] for d in doc_ids]]  # only the candidates asked for
+        return self._product(self.encoder.encode_queries(queries), docs)
 
 
 class _DenseScorer(_Scorer):
-    def _stack(self) -> np.ndarray:
-        if len(self.vectors) > 1:
-            self.vectors = [np.concatenate(self.vectors)]
-        return self.vectors[0]
+    _matrix = staticmethod(np.asarray)
+
+    @staticmethod
+    def _stack(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.concatenate([a, b])
 
     @staticmethod
     def _product(queries: np.ndarray, docs: np.ndarray) -> np.ndarray:
@@ -64,12 +63,15 @@ class _DenseScorer(_Scorer):
 
 
 class _SparseScorer(_Scorer):
-    def _stack(self):  # noqa: ANN202 - scipy CSR
-        from lsr.types import SparseBatch
+    @staticmethod
+    def _matrix(batch):  # noqa: ANN001, ANN205 - SparseBatch -> scipy CSR
+        return batch.to_scipy()
 
-        if len(self.vectors) > 1:
-            self.vectors = [SparseBatch.concat(self.vectors)]
-        return self.vectors[0].to_scipy()
+    @staticmethod
+    def _stack(a, b):  # noqa: ANN001, ANN205
+        from scipy.sparse import vstack
+
+        return vstack([a, b], format="csr")
 
     @staticmethod
     def _product(queries, docs) -> np.ndarray:  # noqa: ANN001

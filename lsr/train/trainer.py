@@ -95,6 +95,12 @@ class _Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)) * max(0.0, 1 - s / self.total_steps))
 
+    @property
+    def idf_in_documents(self) -> bool:
+        """The IDF-aware FLOPS in its "weighted" form: the IDF moves from the queries into the documents."""
+        c = self.config
+        return self.query_idf is not None and c.flops == "idf-aware" and c.idf_form == "weighted"
+
     def _objective(self) -> Objective:
         c = self.config
         if c.encoder == "inference-free" and c.flops == "idf-aware":
@@ -134,7 +140,7 @@ class _Run:
         presence = torch.zeros((len(texts), self.dim))
         for row, tokens in enumerate(ids):
             presence[row, tokens] = 1.0
-        if self.config.flops == "idf-aware" and self.config.idf_form == "weighted":
+        if self.idf_in_documents:
             return presence * (self.query_idf > 0)  # binary; the IDF moves into the document representation
         return presence * self.query_idf
 
@@ -144,7 +150,7 @@ class _Run:
         flat = [d for docs in candidates for d in docs]
         docs = self._encode([self.texts[d] for d in flat], self.config.max_length)
         doc_reps = docs
-        if self.query_idf is not None and self.config.flops == "idf-aware" and self.config.idf_form == "weighted":
+        if self.idf_in_documents:
             doc_reps = docs * self.query_idf  # u = idf * w: what a binary query matches
         queries = self._queries([e.query for e in examples])
         scores = queries @ doc_reps.t()
@@ -172,11 +178,13 @@ class _Run:
         self.model.train()
         own = torch.cat([p["own"] for p in pairs])
         teacher = torch.log_softmax(torch.cat([p["teacher"] for p in pairs]), dim=1)
-        grid = 2.0 ** np.arange(-4, 8.01, 0.25)
+        exponents = np.arange(-16, 33) / 4  # 2^-4 .. 2^8 in quarter powers; exponent 0 is tau = 1
+        grid = 2.0**exponents
         kl = [float(torch.nn.functional.kl_div(torch.log_softmax(own / t, dim=1), teacher, log_target=True,
                                                reduction="batchmean")) for t in grid]
         self.temperature = float(grid[int(np.argmin(kl))])
-        log.info("student temperature %g (KL %.3f at 1, %.3f at the best)", self.temperature, kl[16], min(kl))
+        log.info("student temperature %g (KL %.3f at 1, %.3f at the best)", self.temperature,
+                 kl[int(np.flatnonzero(exponents == 0)[0])], min(kl))
         return self.temperature
 
     def step(self, step: int) -> dict[str, float]:

@@ -158,3 +158,13 @@ def test_calibrated_temperature_fits_the_untrained_student_and_survives_resume(t
 
     state = torch.load(out / "checkpoint.pt", weights_only=False)
     assert state["temperature"] == chosen
+
+
+def test_both_forms_of_the_idf_aware_flops_train_the_same_model(tmp_path, tiny_model, train_data):
+    train_file, corpus = train_data
+    runs = {}
+    for form in ("match", "weighted"):
+        assert main(_train_args(train_file, corpus, tmp_path / form, tiny_model, "--idf-form", form)) == 0
+        runs[form] = load_file(tmp_path / form / "model" / "model.safetensors")
+    for key, value in runs["match"].items():
+        np.testing.assert_allclose(runs["weighted"][key], value, rtol=1e-4, atol=1e-6, err_msg=key)
