@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 
 from lsr.errors import InvalidInputError
+from lsr.index.format import atomic_output
 from lsr.io.beir import open_text
 from lsr.types import SparseBatch
 
@@ -58,14 +59,12 @@ def write_vector_collection(path: str | os.PathLike[str], items: Iterable[tuple[
     """Write ``(id, {token: weight})`` pairs as a JsonVectorCollection file (atomically); returns the count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with open(tmp, "wb") as fh:
+    with atomic_output(path) as fh:
         for doc_id, vector in items:
             fh.write(orjson.dumps({"id": doc_id, "contents": (contents or {}).get(doc_id, ""), "vector": vector}))
             fh.write(b"\n")
             n += 1
-    os.replace(tmp, path)
     return n
 
 
@@ -105,8 +104,7 @@ def write_impact_queries(path: str | os.PathLike[str], query_ids: Sequence[str],
         raise InvalidInputError(f"{len(query_ids)} query ids for {batch.n} query vectors.")
     _check_tokens(tokens)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_output(path) as fh:
         for i, (qid, vector) in enumerate(zip(query_ids, quantise_rows(batch, tokens, scale), strict=True)):
             if any(c in "\t\n\r" for c in qid):
                 raise InvalidInputError(f"query id {qid!r} holds a tab or newline.")
@@ -116,7 +114,6 @@ def write_impact_queries(path: str | os.PathLike[str], query_ids: Sequence[str],
             else:
                 text = texts[i] if texts is not None else ""
                 fh.write(orjson.dumps({"id": qid, "contents": text, "vector": vector}) + b"\n")
-    os.replace(tmp, path)
     return batch.n
 
 

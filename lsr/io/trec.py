@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from lsr.errors import InvalidInputError
+from lsr.index.format import atomic_output
 from lsr.io.beir import open_text
 
 __all__ = ["write_run", "read_run", "hits_to_run"]
@@ -28,14 +29,11 @@ def hits_to_run(query_ids: Sequence[str], external_ids: Sequence[Sequence[str | 
 def write_run(path: str | os.PathLike[str], run: Run, tag: str = "lsr") -> None:
     """Write atomically, hits ranked by score descending then doc id (the order trec_eval uses). The temporary
     name carries the process id, so two processes writing the same run never rename each other's file."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_output(Path(path)) as fh:
         for qid, docs in run.items():
             ranked = sorted(docs.items(), key=lambda item: (-item[1], item[0]))
             for rank, (doc, score) in enumerate(ranked, 1):
-                fh.write(f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n")
-    os.replace(tmp, path)
+                fh.write(f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n".encode())
 
 
 def read_run(path: str | os.PathLike[str]) -> Run:
