@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -234,6 +235,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="verify every checksum and invariant of an index")
     p.add_argument("index", type=Path)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("optimize", help="merge an index's segments and drop its deleted documents")
+    p.add_argument("index", type=Path)
+    p.add_argument("--max-segments", type=int, default=1, help="merge into at most N segments [1]")
+    p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for another writer's lock [60]")
+    p.set_defaults(func=cmd_optimize)
 
     p = sub.add_parser("info", help="describe an index")
     p.add_argument("index", type=Path)
@@ -482,6 +489,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"lsr: error: {args.index}: {len(report.problems)} problem(s) found", file=sys.stderr)
         return 1
     print(f"ok: {report.documents} documents, {report.segments} segments, {report.files_verified} files verified")
+    return 0
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from lsr.index import open_index
+    from lsr.index.merge import optimize
+
+    before = open_index(args.index)
+    started = time.perf_counter()
+    manifest = optimize(args.index, args.max_segments, lock_wait_s=args.wait)
+    print(f"{args.index}: {len(before.segments)} -> {len(manifest.segments)} segments, "
+          f"{len(before.deleted_ids)} -> {manifest.n_deleted} deleted documents, {manifest.n_docs} documents, "
+          f"{time.perf_counter() - started:.1f} s")
     return 0
 
 

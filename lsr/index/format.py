@@ -58,6 +58,7 @@ __all__ = [
     "SEGMENT_ARRAYS",
     "BLOCK_ARRAYS",
     "DENSE_ARRAYS",
+    "ALL_ARRAYS",
     "DENSE_VECTORS",
     "DENSE_FAISS",
     "WEIGHTS",
@@ -110,6 +111,7 @@ DENSE_ARRAYS: dict[str, tuple[str, str]] = {
     "dense_scale": ("blocks.dense_scale.npy", "float32"),
     "dense_prefix": ("blocks.dense_prefix.npy", "uint32"),
 }
+ALL_ARRAYS = {**SEGMENT_ARRAYS, **BLOCK_ARRAYS, **DENSE_ARRAYS}
 DEFAULT_BLOCK_SIZE = 8
 DENSE_VECTORS = "dense.vectors.npy"
 DENSE_FAISS = "dense.faiss"
@@ -342,8 +344,8 @@ class WriterLock:
     """One writer per index: an O_EXCL lock file holding the writer's pid; a dead pid's lock is stale.
     A held lock is waited for up to ``wait_s`` seconds. Released explicitly (or moved with its folder)."""
 
-    def __init__(self, index_dir: Path, wait_s: float = 0.0):
-        self.path = index_dir / LOCK
+    def __init__(self, index_dir: Path, wait_s: float = 0.0, name: str = LOCK):
+        self.path = index_dir / name
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -356,7 +358,7 @@ class WriterLock:
                     time.sleep(0.01)
                     continue
                 raise IndexLockedError(
-                    f"{index_dir} is locked by another writer ({self.path}); wait for it or remove the lock if "
+                    f"{index_dir} is locked by another {'writer' if name == LOCK else 'merger'} ({self.path}); wait for it or remove the lock if "
                     "it died."
                 ) from None
             with os.fdopen(fd, "w") as fh:
@@ -379,15 +381,21 @@ def _lock_is_stale(lock: Path) -> bool:
         pid = int(lock.read_text().strip() or "0")
     except (OSError, ValueError):
         return True
+    return not pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """A running process has this pid (a zombie -- killed, not yet reaped -- counts as dead: it will never
+    release a lock or finish a file)."""
     if pid <= 0:
-        return True
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:
         return False
-    return _is_zombie(pid)  # killed but not yet reaped by its parent: it will never release the lock
+    except PermissionError:
+        return True
+    return not _is_zombie(pid)
 
 
 def _is_zombie(pid: int) -> bool:

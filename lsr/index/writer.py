@@ -23,7 +23,9 @@ import scipy.sparse as sp
 from lsr import __version__
 from lsr.errors import IndexFormatError, InvalidInputError, VocabularyMismatchError
 from lsr.index import format as fmt
+from lsr.index.merge import DEFAULT_POLICY, MergePolicy, maybe_merge
 from lsr.index.reader import open_index
+from lsr.index.segment_files import SegmentBuilder, save_array
 from lsr.index.vocabulary import Vocabulary
 from lsr.kernels import WEIGHT_DTYPES, PostingArrays, quantize
 from lsr.types import SparseBatch
@@ -33,6 +35,9 @@ __all__ = ["IndexWriter"]
 log = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_DOCS = 1_000_000
+# Buffered postings that make a segment (about 16 bytes each while buffered and inverted): the writer's memory
+# stays bounded whatever the number of documents; the merge policy then merges these runs, streamed.
+DEFAULT_FLUSH_POSTINGS = 16_000_000
 
 
 class IndexWriter:
@@ -47,7 +52,8 @@ class IndexWriter:
 
     def __init__(self, path: Path, work_dir: Path, manifest: fmt.Manifest, is_new: bool,
                  segment_docs: int = DEFAULT_SEGMENT_DOCS, lock_wait_s: float = 0.0,
-                 dense_builder: Callable[[np.ndarray], bytes] | None = None):
+                 dense_builder: Callable[[np.ndarray], bytes] | None = None,
+                 flush_postings: int = DEFAULT_FLUSH_POSTINGS, merge_policy: MergePolicy | None = DEFAULT_POLICY):
         self.path = path
         self._work_dir = work_dir
         self._manifest = manifest
@@ -58,6 +64,9 @@ class IndexWriter:
         self._pending_dense: list[np.ndarray] = []
         self._dense_builder = dense_builder
         self._pending_count = 0
+        self._pending_postings = 0
+        self._flush_postings = flush_postings
+        self._merge_policy = merge_policy
         self._new_segments: list[fmt.SegmentInfo] = []
         self._deleted: set[int] = set()
         self._id_lookup: dict[str, int] = {}
@@ -83,7 +92,9 @@ class IndexWriter:
                scale: float | None = None, block_size: int = fmt.DEFAULT_BLOCK_SIZE,
                reorder: str | None = None, provenance: dict[str, Any] | None = None,
                dense: dict[str, Any] | None = None,
-               dense_builder: Callable[[np.ndarray], bytes] | None = None) -> IndexWriter:
+               dense_builder: Callable[[np.ndarray], bytes] | None = None,
+               flush_postings: int = DEFAULT_FLUSH_POSTINGS,
+               merge_policy: MergePolicy | None = DEFAULT_POLICY) -> IndexWriter:
         """Start a new index at ``path`` (which must not exist unless ``overwrite``).
 
         ``weight_dtype`` ``uint8``/``uint16`` stores ``round(weight * scale)``; without a ``scale`` the
@@ -127,14 +138,17 @@ class IndexWriter:
                 provenance=provenance,
                 dense=dense,
             )
-            return cls(path, work_dir, manifest, is_new=True, segment_docs=segment_docs, dense_builder=dense_builder)
+            return cls(path, work_dir, manifest, is_new=True, segment_docs=segment_docs, dense_builder=dense_builder,
+                       flush_postings=flush_postings, merge_policy=merge_policy)
         except BaseException:
             shutil.rmtree(work_dir, ignore_errors=True)
             raise
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], segment_docs: int = DEFAULT_SEGMENT_DOCS,
-             lock_wait_s: float = 0.0, dense_builder: Callable[[np.ndarray], bytes] | None = None) -> IndexWriter:
+             lock_wait_s: float = 0.0, dense_builder: Callable[[np.ndarray], bytes] | None = None,
+             flush_postings: int = DEFAULT_FLUSH_POSTINGS,
+             merge_policy: MergePolicy | None = DEFAULT_POLICY) -> IndexWriter:
         """Append to (or delete from) an existing index; another writer's lock is waited for up to
         ``lock_wait_s`` seconds."""
         path = Path(path)
@@ -145,7 +159,7 @@ class IndexWriter:
                 f"extend; rebuild it to add documents."
             )
         return cls(path, path, manifest, is_new=False, segment_docs=segment_docs, lock_wait_s=lock_wait_s,
-                   dense_builder=dense_builder)
+                   dense_builder=dense_builder, flush_postings=flush_postings, merge_policy=merge_policy)
 
     @property
     def dim(self) -> int:
@@ -195,7 +209,8 @@ class IndexWriter:
             self._pending_dense.append(dense)
         self._pending_count += vectors.n
         self._dirty = True
-        if self._pending_count >= self._segment_docs:
+        self._pending_postings += vectors.nnz
+        if self._pending_count >= self._segment_docs or self._pending_postings >= self._flush_postings:
             self._flush()
 
     def adopt(self, part: str | os.PathLike[str]) -> int:
@@ -264,6 +279,9 @@ class IndexWriter:
         if manifest.n_docs == 0:
             raise InvalidInputError("nothing to index: no documents were added.")
         manifest.generation += 1
+        if self._is_new and manifest.provenance and manifest.provenance.get("corpus"):
+            # the build's corpus documents hold the global ids below this bound (merges keep it true)
+            manifest.provenance["corpus_id_bound"] = manifest.n_docs
         if self._deleted or manifest.tombstones is not None:
             manifest.tombstones = self._write_tombstones(manifest.generation)
         fmt.write_manifest(self._work_dir, manifest)
@@ -273,7 +291,17 @@ class IndexWriter:
             self._publish_new_index()
         log.info("committed %s: generation %d, %d documents (%d deleted), %d segments", self.path,
                  manifest.generation, manifest.n_docs, manifest.n_deleted, len(manifest.segments))
+        if self._merge_policy is not None and maybe_merge(self.path, self._merge_policy, hold_lock=True):
+            manifest = self._reload()
         return manifest
+
+    def _reload(self) -> fmt.Manifest:
+        """Merges renumbered documents: take the committed state again."""
+        self._manifest = fmt.read_manifest(self.path)
+        existing = open_index(self.path)
+        self._deleted = set(existing.deleted_ids.tolist())
+        self._id_lookup = dict(existing._id_lookup)
+        return self._manifest
 
     def _publish_new_index(self) -> None:
         # The work dir holds a complete index; swap it in (our lock file moves with it). With --overwrite the
@@ -331,6 +359,7 @@ class IndexWriter:
         info = self._write_segment(self._pending_ids, vectors, dense)
         self._new_segments.append(info)
         self._pending_ids, self._pending_vectors, self._pending_dense, self._pending_count = [], [], [], 0
+        self._pending_postings = 0
 
     def _write_segment(self, ids: list[str], vectors: SparseBatch, dense: np.ndarray | None) -> fmt.SegmentInfo:
         number = self._manifest.next_segment
@@ -348,34 +377,22 @@ class IndexWriter:
             dense = None if dense is None else dense[order]
             self._renumber(base, order)
         forward = self._stored_weights(vectors)
-        postings = PostingArrays.from_documents(forward, self._manifest.block_size)
-        encoded_ids = [ext.encode("utf-8") for ext in ids]
-        docid_offsets = np.zeros(len(ids) + 1, np.int64)
-        np.cumsum([len(b) for b in encoded_ids], out=docid_offsets[1:])
-        arrays = {
-            "offsets": postings.offsets, "docs": postings.docs, "weights": postings.weights,
-            "fwd_indptr": forward.indptr, "fwd_indices": forward.indices, "fwd_values": forward.values,
-            "docid_offsets": docid_offsets,
-        }
-        if postings.blocks is not None:
-            blocks = postings.blocks
-            arrays.update(block_offsets=blocks.offsets, block_ids=blocks.ids, block_maxima=blocks.maxima,
-                          block_starts=blocks.starts, dense_rows=blocks.dense_rows, dense=blocks.dense,
-                          dense_scale=blocks.dense_scale, dense_prefix=blocks.dense_prefix)
-        weight_dtype = self._manifest.weights["dtype"]
-        files = {}
-        for key, (file_name, dtype) in {**fmt.SEGMENT_ARRAYS, **fmt.BLOCK_ARRAYS, **fmt.DENSE_ARRAYS}.items():
-            if key in arrays:
-                dtype = weight_dtype if dtype == fmt.WEIGHTS else dtype
-                files[file_name] = _save_array(tmp_dir / file_name, np.ascontiguousarray(arrays[key], dtype=dtype))
-        files[fmt.DOCIDS_BYTES] = _save_bytes(tmp_dir / fmt.DOCIDS_BYTES, b"".join(encoded_ids))
-        if dense is not None:
-            files[fmt.DENSE_VECTORS] = _save_array(tmp_dir / fmt.DENSE_VECTORS, dense)
-            files[fmt.DENSE_FAISS] = _save_bytes(tmp_dir / fmt.DENSE_FAISS, self._dense_builder(dense))
+        postings = PostingArrays.from_documents(forward)  # term-major; block maxima come from the builder
+        spec = self._manifest.dense
+        builder = SegmentBuilder(tmp_dir, self.dim, vectors.n, self._manifest.weights["dtype"],
+                                 self._manifest.block_size, None if spec is None else int(spec["dim"]))
+        try:
+            builder.add_documents([ext.encode("utf-8") for ext in ids], np.diff(forward.indptr), forward.indices,
+                                  forward.values, dense)
+            builder.add_postings(0, self.dim, np.diff(postings.offsets), postings.docs, postings.weights)
+            files, nnz = builder.finish(None if dense is None else self._dense_builder(dense))
+        except BaseException:
+            builder.abandon()
+            raise
         fmt.fsync_dir(tmp_dir)
         os.replace(tmp_dir, self._work_dir / name)
         fmt.fsync_dir(self._work_dir)
-        return fmt.SegmentInfo(name=name, n_docs=vectors.n, nnz=postings.weights.size, doc_base=base, files=files)
+        return fmt.SegmentInfo(name=name, n_docs=vectors.n, nnz=nnz, doc_base=base, files=files)
 
     def _renumber(self, base: int, order: np.ndarray) -> None:
         """Internal ids of the segment being written follow its new document order."""
@@ -413,7 +430,7 @@ class IndexWriter:
     def _write_tombstones(self, generation: int) -> dict[str, Any]:
         name = fmt.tombstone_file_name(generation)
         ids = np.array(sorted(self._deleted), dtype=np.int64)
-        record = _save_array(self._work_dir / name, ids)
+        record = save_array(self._work_dir / name, ids)
         fmt.fsync_dir(self._work_dir)
         return {"file": name, "count": len(ids), **record}
 
@@ -430,22 +447,6 @@ class _StoredVectors(NamedTuple):
 
     def to_scipy(self):  # noqa: ANN201
         return sp.csr_matrix((self.values, self.indices, self.indptr), shape=(self.n, self.dim))
-
-
-def _save_array(path: Path, array: np.ndarray) -> dict[str, Any]:
-    with open(path, "wb") as fh:
-        np.save(fh, array, allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return fmt.file_record(path)
-
-
-def _save_bytes(path: Path, data: bytes) -> dict[str, Any]:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return fmt.file_record(path)
 
 
 def _move_dir(src: Path, dst: Path) -> None:
@@ -481,12 +482,15 @@ def _remove_abandoned_work(path: Path) -> None:
 
 
 def _remove_garbage(index_dir: Path, manifest: fmt.Manifest) -> None:
-    """Delete files and segment directories that the current manifest does not name."""
-    keep = {fmt.MANIFEST, fmt.LOCK, *manifest.files, *(s.name for s in manifest.segments)}
+    """Delete files and segment directories that the current manifest does not name (a merge in progress in
+    a live process is left alone)."""
+    from lsr.index.merge import MERGE_LOCK, MERGING_PREFIX, merging_dir_owner_alive
+
+    keep = {fmt.MANIFEST, fmt.LOCK, MERGE_LOCK, *manifest.files, *(s.name for s in manifest.segments)}
     if manifest.tombstones is not None:
         keep.add(manifest.tombstones["file"])
     for entry in index_dir.iterdir():
-        if entry.name in keep:
+        if entry.name in keep or (entry.name.startswith(MERGING_PREFIX) and merging_dir_owner_alive(entry.name)):
             continue
         log.debug("removing unreferenced %s", entry)
         if entry.is_dir():

@@ -109,20 +109,29 @@ def quantize(values: np.ndarray, weight_dtype: str, scale: float) -> np.ndarray:
 def build_block_maxima(postings: PostingArrays, block_size: int,
                        dense_min_fraction: float = DENSE_MIN_FRACTION) -> BlockMaxima:
     """Vectorised: one entry per (term, block) pair that has postings, and dense rows for frequent terms."""
+    n_blocks = (postings.n_docs + block_size - 1) // max(block_size, 1)
+    return block_entries(np.diff(postings.offsets), postings.docs, postings.weights, block_size, n_blocks,
+                         dense_min_fraction)
+
+
+def block_entries(counts: np.ndarray, docs: np.ndarray, weights: np.ndarray, block_size: int, n_blocks: int,
+                  dense_min_fraction: float = DENSE_MIN_FRACTION) -> BlockMaxima:
+    """Block maxima of a run of consecutive terms: ``counts[i]`` postings of the run's i-th term, sorted by
+    term then doc id. Offsets, starts and dense rows are relative to the run (a whole segment is one run;
+    a streamed segment appends runs, shifting them -- see :mod:`lsr.index.segment_files`)."""
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}.")
-    dim = postings.dim
-    terms = np.repeat(np.arange(dim, dtype=np.int64), np.diff(postings.offsets))
-    blocks = postings.docs.astype(np.int64) // block_size
+    n_terms = len(counts)
+    terms = np.repeat(np.arange(n_terms, dtype=np.int64), counts)
+    blocks = docs.astype(np.int64) // block_size
     new_entry = np.ones(len(terms), bool)
     new_entry[1:] = (terms[1:] != terms[:-1]) | (blocks[1:] != blocks[:-1])
     starts = np.flatnonzero(new_entry).astype(np.int64)
-    maxima = np.maximum.reduceat(postings.weights, starts) if len(terms) else postings.weights[:0]
-    offsets = np.zeros(dim + 1, np.int64)
-    np.cumsum(np.bincount(terms[starts], minlength=dim), out=offsets[1:])
+    maxima = np.maximum.reduceat(weights, starts) if len(terms) else weights[:0]
+    offsets = np.zeros(n_terms + 1, np.int64)
+    np.cumsum(np.bincount(terms[starts], minlength=n_terms), out=offsets[1:])
     ids = blocks[starts].astype(np.int32)
-    maxima = maxima.astype(postings.weights.dtype)
-    n_blocks = (postings.n_docs + block_size - 1) // block_size
+    maxima = maxima.astype(weights.dtype)
     dense_rows, dense, dense_scale = dense_bound_rows(offsets, ids, maxima, n_blocks, dense_min_fraction)
     return BlockMaxima(block_size, offsets, ids, maxima, starts, dense_rows, dense, dense_scale,
                        dense_prefix(dense, len(dense_scale), n_blocks))

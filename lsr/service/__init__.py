@@ -30,6 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "LSR_RELOAD_CHECK_S": 0.5,
     "LSR_SHARDS": 0,  # > 0: search through that many Ray shard actors (lsr serve --shards N --ray ADDRESS)
     "LSR_RAY_ADDRESS": None,
+    "LSR_MERGE": True,  # merge segments in a background thread after writes (lsr.service.merging)
+    "LSR_MERGE_IDLE_S": 1.0,  # writes paused this long: settle the small trailing segments into one
     "MAX_CONTENT_LENGTH": 16 << 20,
 }
 
@@ -71,6 +73,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if not app.config["LSR_INDEX"]:
         raise ValueError("create_app needs LSR_INDEX (the index folder to serve).")
     app.extensions["lsr"] = _index_holder(app.config)
+    if app.config["LSR_MERGE"]:
+        from lsr.service.merging import BackgroundMerger
+
+        app.extensions["lsr_merger"] = BackgroundMerger(app.config["LSR_INDEX"], idle_s=app.config["LSR_MERGE_IDLE_S"],
+                                                        lock_wait_s=app.config["LSR_WRITE_LOCK_WAIT_S"])
     register_error_handlers(app)
     ops.install_metrics(app)
     app.register_blueprint(api.bp)

@@ -176,7 +176,16 @@ def get_document(doc_id: str):
 
 
 def _writer() -> IndexWriter:
-    return IndexWriter.open(holder().path, lock_wait_s=current_app.config["LSR_WRITE_LOCK_WAIT_S"])
+    # no merging inside the request: the background merger does it (lsr.service.merging)
+    return IndexWriter.open(holder().path, lock_wait_s=current_app.config["LSR_WRITE_LOCK_WAIT_S"],
+                            merge_policy=None)
+
+
+def _committed() -> Snapshot:
+    merger = current_app.extensions.get("lsr_merger")
+    if merger is not None:
+        merger.notify()
+    return holder().refresh()
 
 
 @bp.post("/documents")
@@ -194,7 +203,7 @@ def add_documents():
     with _writer() as writer:
         for ids, batch in parts:
             writer.add(ids, batch)
-    fresh = holder().refresh()
+    fresh = _committed()
     return jsonify({"added": len(docs), "generation": fresh.generation}), 201
 
 
@@ -205,5 +214,5 @@ def delete_document(doc_id: str):
         found = writer.delete([doc_id])
     if not found:
         raise ApiError(404, "not_found", f"no document with id {doc_id!r}.")
-    fresh = holder().refresh()
+    fresh = _committed()
     return jsonify({"deleted": doc_id, "generation": fresh.generation})

@@ -4,7 +4,9 @@ The index stores vectors, not texts. A batch build records the corpus path, size
 ``provenance``; when that file is still there, unchanged, the page reads it once and shows titles and
 snippets. Only documents that came from that build get a text: the build adds the corpus first, so its
 documents hold global ids ``[0, n_corpus)`` (reordering permutes ids only within a segment), while a
-document added or replaced later through the API gets a higher id and has no stored text to show.
+document added or replaced later through the API gets a higher id and has no stored text to show. Merges
+keep that order and drop deleted documents, lowering the bound; the manifest keeps it as
+``provenance["corpus_id_bound"]``.
 """
 
 from __future__ import annotations
@@ -88,4 +90,9 @@ def texts_for(index: Index) -> CorpusTexts:
     with _lock:
         if key not in _cache:
             _cache[key] = _load(provenance)
-        return _cache[key]
+        texts = _cache[key]
+    bound = provenance.get("corpus_id_bound")
+    if bound is None or bound >= texts.n_corpus:
+        return texts
+    # merges dropped deleted corpus documents, so fewer ids than the corpus has lines are the corpus's now
+    return CorpusTexts(texts._texts, int(bound), texts.reason)

@@ -63,7 +63,7 @@ def test_adopt_after_add_and_into_an_existing_index(tmp_path):
     with IndexWriter.create(tmp_path / "idx", VOCAB, {"type": "test"}) as writer:
         writer.add(["w"], _batch(4, 1))
         writer.adopt(part)
-    with IndexWriter.open(tmp_path / "idx") as writer:
+    with IndexWriter.open(tmp_path / "idx", merge_policy=None) as writer:  # keep the replaced "x" to look at
         writer.adopt(_part(tmp_path / "part2", ["x", "z"], 6))
     index = open_index(tmp_path / "idx")
     assert index.external_ids(np.arange(index.n_docs)) == ["w", "x", "y", "x", "z"]

@@ -67,12 +67,12 @@ def test_segmented_index_with_deletes_equals_oracle(tmp_path_factory, seed, batc
         all_docs.append(docs)
         writer.add(ids, docs)
 
-    with IndexWriter.create(path, VOCAB, None, segment_docs=segment_docs) as writer:
+    with IndexWriter.create(path, VOCAB, None, segment_docs=segment_docs, merge_policy=None) as writer:
         start = 0
         for size in batches:
             add(writer, [f"d{i}" for i in range(start, start + size)], random_docs(rng, size))
             start += size
-    writer = IndexWriter.open(path, segment_docs=segment_docs)
+    writer = IndexWriter.open(path, segment_docs=segment_docs, merge_policy=None)
     victims = [f"d{i}" for i in rng.choice(start, min(n_deletes, start), replace=False)]
     assert writer.delete(victims) == len(victims)
     dead.update(internal.pop(v) for v in victims)
@@ -97,7 +97,7 @@ def test_segmented_index_with_deletes_equals_oracle(tmp_path_factory, seed, batc
 def test_replacing_a_document_hides_the_old_version(tmp_path):
     docs = SparseBatch.from_dicts([{0: 1.0}, {1: 1.0}], DIM)
     build(tmp_path / "idx", docs, ["a", "b"])
-    with IndexWriter.open(tmp_path / "idx") as writer:
+    with IndexWriter.open(tmp_path / "idx", merge_policy=None) as writer:  # ids as added (merging renumbers)
         writer.add(["a"], SparseBatch.from_dicts([{1: 5.0}], DIM))
     index = open_index(tmp_path / "idx")
     hits = Searcher(index).search(SparseBatch.from_dicts([{0: 1.0}, {1: 1.0}], DIM), 5)
