@@ -38,7 +38,9 @@ reads both (a version-1 segment is searched exhaustively) and writes version 2.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +51,8 @@ from typing import Any, BinaryIO
 import orjson
 
 from lsr.errors import IndexFormatError, IndexLockedError, IndexNotFoundError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FORMAT_NAME",
@@ -86,6 +90,8 @@ READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 VOCAB = "vocab.json"
 LOCK = "write.lock"
+MERGE_LOCK = "merge.lock"  # one merger per index (lsr.index.merge)
+MERGING_PREFIX = ".merging-"  # a merge in progress: .merging-<pid>-<random>/, a segment being written
 DOCIDS_BYTES = "docids.utf8"
 WEIGHTS = "weights"  # stands for the manifest's weight dtype in the tables below
 # array name -> (file name, dtype). Shapes are checked by the segment reader.
@@ -357,8 +363,9 @@ class WriterLock:
                 if time.monotonic() < deadline:
                     time.sleep(0.01)
                     continue
+                holder = "writer" if name == LOCK else "merger"
                 raise IndexLockedError(
-                    f"{index_dir} is locked by another {'writer' if name == LOCK else 'merger'} ({self.path}); wait for it or remove the lock if "
+                    f"{index_dir} is locked by another {holder} ({self.path}); wait for it or remove the lock if "
                     "it died."
                 ) from None
             with os.fdopen(fd, "w") as fh:
@@ -376,9 +383,19 @@ class WriterLock:
             self.path.unlink(missing_ok=True)
 
 
+# A lock file is created empty and then gets its pid: one read between the two sees no pid. Only a lock that
+# stays without one this long belongs to a process that died in between.
+EMPTY_LOCK_GRACE_S = 10.0
+
+
 def _lock_is_stale(lock: Path) -> bool:
     try:
-        pid = int(lock.read_text().strip() or "0")
+        text = lock.read_text().strip()
+        if not text:
+            return time.time() - lock.stat().st_mtime > EMPTY_LOCK_GRACE_S
+        pid = int(text)
+    except FileNotFoundError:
+        return False  # released meanwhile: try again to take it
     except (OSError, ValueError):
         return True
     return not pid_alive(pid)
@@ -404,3 +421,30 @@ def _is_zombie(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def merging_dir_owner_alive(name: str) -> bool:
+    """A ``.merging-<pid>-…`` directory belongs to a live merger, so writers must not remove it."""
+    try:
+        pid = int(name[len(MERGING_PREFIX):].split("-", 1)[0])
+    except ValueError:
+        return False
+    return pid_alive(pid)
+
+
+def remove_garbage(index_dir: Path, manifest: Manifest) -> None:
+    """Delete files and segment directories that the current manifest does not name (a merge in progress in
+    a live process is left alone)."""
+    keep = {MANIFEST, LOCK, *manifest.files, *(s.name for s in manifest.segments)}
+    if manifest.tombstones is not None:
+        keep.add(manifest.tombstones["file"])
+    for entry in index_dir.iterdir():
+        if entry.name in keep or (entry.name.startswith(MERGING_PREFIX) and merging_dir_owner_alive(entry.name)):
+            continue
+        if entry.name == MERGE_LOCK and not _lock_is_stale(entry):
+            continue
+        log.debug("removing unreferenced %s", entry)
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)

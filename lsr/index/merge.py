@@ -50,12 +50,11 @@ from lsr.index.reader import Index, Segment, open_index
 from lsr.index.segment_files import SegmentBuilder, save_array
 
 __all__ = ["MergePolicy", "DEFAULT_POLICY", "find_merges", "optimize", "maybe_merge", "MERGE_LOCK",
-           "MERGING_PREFIX", "settle", "settle_runs", "balanced_runs"]
+           "MERGING_PREFIX", "compact", "settle", "settle_runs", "balanced_runs"]
 
 log = logging.getLogger(__name__)
 
-MERGE_LOCK = "merge.lock"
-MERGING_PREFIX = ".merging-"
+MERGE_LOCK, MERGING_PREFIX = fmt.MERGE_LOCK, fmt.MERGING_PREFIX
 
 
 @dataclass(frozen=True)
@@ -165,15 +164,6 @@ def balanced_runs(index: Index, max_segments: int) -> list[range]:
 
 
 # ---------------------------------------------------------------------------------------------- merging
-def merging_dir_owner_alive(name: str) -> bool:
-    """A ``.merging-<pid>-…`` directory belongs to a live merger, so writers must not remove it."""
-    try:
-        pid = int(name[len(MERGING_PREFIX):].split("-", 1)[0])
-    except ValueError:
-        return False
-    return fmt.pid_alive(pid)
-
-
 def write_merged_segment(index: Index, run: range, out_dir: Path,
                          chunk_postings: int) -> tuple[int, int, dict[str, Any]]:
     """Write the live documents of ``index.segments[run]``, in id order, as one segment in ``out_dir``.
@@ -218,7 +208,8 @@ def write_merged_segment(index: Index, run: range, out_dir: Path,
         if manifest.dense is not None:
             from lsr.dense import faiss_builder
 
-            vectors = np.concatenate(dense_rows) if dense_rows else np.zeros((0, int(manifest.dense["dim"])), np.float32)
+            empty = np.zeros((0, int(manifest.dense["dim"])), np.float32)
+            vectors = np.concatenate(dense_rows) if dense_rows else empty
             dense_index = faiss_builder(manifest.dense.get("factory", "Flat"))(vectors)
         files, nnz = builder.finish(dense_index)
     except BaseException:
@@ -356,10 +347,8 @@ def run_merges(path: str | os.PathLike[str], next_run: Callable[[Index], range |
 
 
 def _remove_unreferenced(path: Path, manifest: fmt.Manifest) -> None:
-    from lsr.index.writer import _remove_garbage
-
     try:
-        _remove_garbage(path, manifest)
+        fmt.remove_garbage(path, manifest)
     except OSError as exc:
         log.warning("could not remove merged segments from %s: %s", path, exc)
 
@@ -398,3 +387,16 @@ def optimize(path: str | os.PathLike[str], max_segments: int = 1, policy: MergeP
     finally:
         lock.release()
     return manifest
+
+
+def compact(path: str | os.PathLike[str], max_segment_docs: int | None = None,
+            policy: MergePolicy = DEFAULT_POLICY) -> fmt.Manifest:
+    """After a batch build: its flushed runs merged (streamed) into as few segments as allowed by the
+    policy's largest segment (``max_segment_postings``) and ``max_segment_docs`` (``--segment-docs``)."""
+    manifest = fmt.read_manifest(path)
+    postings = sum(s.nnz for s in manifest.segments)
+    target = max(1, -(-postings // policy.max_segment_postings),
+                 -(-(manifest.n_docs - manifest.n_deleted) // (max_segment_docs or manifest.n_docs or 1)))
+    if len(manifest.segments) <= target:
+        return manifest  # deleted documents alone are the merge policy's business (max_deleted_ratio)
+    return optimize(path, target, policy)

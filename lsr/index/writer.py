@@ -80,7 +80,7 @@ class IndexWriter:
                 existing = open_index(path)
                 self._deleted = set(existing.deleted_ids.tolist())
                 self._id_lookup = dict(existing._id_lookup)
-                _remove_garbage(path, manifest)
+                fmt.remove_garbage(path, manifest)
             except BaseException:
                 self._lock.release()
                 raise
@@ -332,7 +332,7 @@ class IndexWriter:
                 if self._is_new:
                     shutil.rmtree(self._work_dir, ignore_errors=True)
                 else:
-                    _remove_garbage(self.path, fmt.read_manifest(self.path))
+                    fmt.remove_garbage(self.path, fmt.read_manifest(self.path))
             except OSError as exc:
                 log.warning("could not remove temporary files from %s: %s", self.path, exc)
             try:
@@ -479,21 +479,3 @@ def _remove_abandoned_work(path: Path) -> None:
             continue  # another build is running right now
         log.info("removing %s, left by an interrupted build", entry)
         shutil.rmtree(entry, ignore_errors=True)
-
-
-def _remove_garbage(index_dir: Path, manifest: fmt.Manifest) -> None:
-    """Delete files and segment directories that the current manifest does not name (a merge in progress in
-    a live process is left alone)."""
-    from lsr.index.merge import MERGE_LOCK, MERGING_PREFIX, merging_dir_owner_alive
-
-    keep = {fmt.MANIFEST, fmt.LOCK, MERGE_LOCK, *manifest.files, *(s.name for s in manifest.segments)}
-    if manifest.tombstones is not None:
-        keep.add(manifest.tombstones["file"])
-    for entry in index_dir.iterdir():
-        if entry.name in keep or (entry.name.startswith(MERGING_PREFIX) and merging_dir_owner_alive(entry.name)):
-            continue
-        log.debug("removing unreferenced %s", entry)
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)

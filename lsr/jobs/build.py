@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from lsr.errors import InvalidInputError
 from lsr.index import IndexWriter, Vocabulary, open_index
+from lsr.index.merge import compact
 from lsr.index.writer import DEFAULT_SEGMENT_DOCS
 from lsr.io.beir import find_corpus_file
 from lsr.io.jsonvectors import collect_tokens, iter_vector_batches, looks_like_vectors
@@ -78,6 +79,7 @@ def index_from_shards(encoded: Path, index_dir: Path, overwrite: bool = False,
             ids, vectors = read_shard(path)
             writer.add(ids, vectors, read_shard_dense(path) if dense_spec else None)
         manifest = writer.commit()
+    compact(index_dir, segment_docs)  # the flushed runs -> one segment (or segments of segment_docs), streamed
     return BuildResult(index_dir, manifest.n_docs, time.perf_counter() - started)
 
 
@@ -108,6 +110,7 @@ def index_from_vectors(vectors_path: Path, index_dir: Path, model: str | None = 
                                    disable=not show_progress, desc=f"indexing {path.name}", unit="batch"):
                 writer.add(ids, batch)
         manifest = writer.commit()
+    compact(index_dir, segment_docs)
     return BuildResult(index_dir, manifest.n_docs, time.perf_counter() - started)
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from lsr.index import IndexWriter, Searcher, Vocabulary, open_index
 from lsr.index import format as fmt
+from lsr.index.merge import MERGE_LOCK, MERGING_PREFIX, optimize
 from lsr.types import SparseBatch
 from tests.faults import FaultyFS, SimulatedCrash, dead_pid
 
@@ -53,7 +54,12 @@ def delete_documents(path):
         writer.delete(["d1", "d7", "d20"])
 
 
-COMMITS = {"add_segment": add_segment, "delete_documents": delete_documents, "create_index": None}
+def merge_segments(path):
+    optimize(path, max_segments=1)  # three segments with deletions -> one, deleted documents dropped
+
+
+COMMITS = {"add_segment": add_segment, "delete_documents": delete_documents, "create_index": None,
+           "merge_segments": merge_segments}
 
 
 def prepare(tmp_path, name):
@@ -62,6 +68,12 @@ def prepare(tmp_path, name):
         shutil.rmtree(path)
         old = None
     else:
+        if name == "merge_segments":  # the base, plus a segment with a replacement, plus deletions
+            with IndexWriter.open(path, merge_policy=None) as writer:
+                writer.add([f"m{i}" for i in range(12)] + ["d3"], docs(1, 13))
+            with IndexWriter.open(path, merge_policy=None, segment_docs=4) as writer:
+                writer.add([f"p{i}" for i in range(6)], docs(3, 6))
+                writer.delete(["d1", "d7", "m4"])
         old = state(path)
     return path, old
 
@@ -92,10 +104,24 @@ def commit_point(tmp_path, name) -> int:
     return next(i for i, (what, where) in enumerate(fs.log, 1) if what == "rename" and where == target)
 
 
+def bury_the_crashed_process(path) -> None:
+    """The 'crashed' writer or merger is this test process: make what it left look as a dead process's."""
+    pid = dead_pid()
+    for name in (fmt.LOCK, MERGE_LOCK):
+        if (path / name).exists():  # its lock holds a pid no process has
+            (path / name).write_text(str(pid))
+    for entry in path.glob(f"{MERGING_PREFIX}{os.getpid()}-*"):  # a merge in progress whose merger died
+        os.replace(entry, entry.with_name(f"{MERGING_PREFIX}{pid}-{entry.name.rsplit('-', 1)[1]}"))
+
+
+def leftovers_of(path) -> list[str]:
+    return [p.name for p in path.iterdir()
+            if ".tmp" in p.name or p.name in (fmt.LOCK, MERGE_LOCK) or p.name.startswith(MERGING_PREFIX)]
+
+
 def after_crash_is_sound(path, old, new) -> None:
-    lock = path / fmt.LOCK
-    if lock.exists():  # the crashed writer is dead: its lock holds a pid no process has
-        lock.write_text(str(dead_pid()))
+    if path.exists():
+        bury_the_crashed_process(path)
     if old is None and not (path / fmt.MANIFEST).exists():
         seen = None  # a new index that never committed: nothing at the path is an index
     else:
@@ -104,8 +130,7 @@ def after_crash_is_sound(path, old, new) -> None:
     if seen is not None:
         with IndexWriter.open(path) as writer:  # a writer gets in (stale lock) and cleans temporary files
             writer.delete(["nothing-here"])
-        leftovers = [p.name for p in path.iterdir() if ".tmp" in p.name or p.name == fmt.LOCK]
-        assert not leftovers, leftovers
+        assert not leftovers_of(path), leftovers_of(path)
     siblings = [p.name for p in path.parent.iterdir() if p.name.startswith(f".{path.name}.")]
     # a new index's hidden work folder may outlive a crash (nothing refers to it); it never becomes the index
     assert all(".tmp-" in s or ".old-" in s for s in siblings), siblings
@@ -174,13 +199,10 @@ def test_io_error_at_every_point(tmp_path, name, code):
             assert state(path) == new, where
             outcomes["failed after the commit point, new index complete"] += 1
         if path.exists():
-            lock = path / fmt.LOCK
-            if lock.exists():  # left by a failed unlink: stale once this "command" has exited
-                lock.write_text(str(dead_pid()))
+            bury_the_crashed_process(path)  # what a failed unlink left is stale once this "command" has exited
             with IndexWriter.open(path) as writer:
                 writer.delete(["nothing-here"])
-            leftovers = [p.name for p in path.iterdir() if ".tmp" in p.name or p.name == fmt.LOCK]
-            assert not leftovers, f"{where}: {leftovers}"
+            assert not leftovers_of(path), f"{where}: {leftovers_of(path)}"
     print(f"{name}, {errno.errorcode[code]}: {n_points} points: {outcomes}")
     assert sum(outcomes.values()) == n_points
 

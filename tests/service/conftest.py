@@ -30,7 +30,10 @@ def index_copy(served_index, tmp_path):
 def make_app(index, **config):
     from lsr.service import create_app
 
-    return create_app({"LSR_INDEX": str(index), "LSR_API_KEY": API_KEY, "LSR_RELOAD_CHECK_S": 0.0, **config})
+    # background merges only where a test asks for them (tests/service/test_merging.py): elsewhere they would
+    # renumber documents under tests that look at internal ids and generations
+    return create_app({"LSR_INDEX": str(index), "LSR_API_KEY": API_KEY, "LSR_RELOAD_CHECK_S": 0.0,
+                       "LSR_MERGE": False, **config})
 
 
 @pytest.fixture()
