@@ -92,7 +92,8 @@ def _load(seg_dir: Path, table: dict[str, tuple[str, str]], weight_dtype: str) -
 def _check_segment(report: CheckReport, seg_dir: Path, info: fmt.SegmentInfo, manifest: fmt.Manifest) -> None:
     bad = report.problems.append
     name, dim, n_docs = info.name, manifest.dim, info.n_docs
-    a = _load(seg_dir, fmt.SEGMENT_ARRAYS, manifest.weights["dtype"])
+    tables = fmt.segment_tables(manifest.format_version, manifest.dim, manifest.block_size is not None)
+    a = _load(seg_dir, {key: tables[key] for key in fmt.SEGMENT_ARRAYS}, manifest.weights["dtype"])
     offsets, docs, weights = a["offsets"], a["docs"], a["weights"]
     if len(offsets) != dim + 1 or offsets[0] != 0 or offsets[-1] != len(docs) or np.any(np.diff(offsets) < 0):
         bad(f"{name}: postings.offsets do not span postings.docs in order")
@@ -112,7 +113,7 @@ def _check_segment(report: CheckReport, seg_dir: Path, info: fmt.SegmentInfo, ma
     if not np.all(np.isfinite(w)) or np.any(w <= 0):
         bad(f"{name}: postings hold weights that are not positive and finite")
     # the forward vectors must be exactly the postings, transposed
-    indptr, indices, values = a["fwd_indptr"], a["fwd_indices"], a["fwd_values"]
+    indptr, indices, values = a["fwd_indptr"], a["fwd_indices"].astype(np.int32), a["fwd_values"]
     if len(indptr) != n_docs + 1 or indptr[0] != 0 or indptr[-1] != info.nnz or np.any(np.diff(indptr) < 0):
         bad(f"{name}: forward.indptr does not span the forward vectors")
     elif len(indices) and (indices.min() < 0 or indices.max() >= dim):
@@ -146,11 +147,12 @@ def _check_blocks(report: CheckReport, seg_dir: Path, info: fmt.SegmentInfo, man
     from lsr.kernels import PostingArrays, build_block_maxima
 
     bad = report.problems.append
-    b = _load(seg_dir, fmt.BLOCK_ARRAYS, manifest.weights["dtype"])
+    tables = fmt.segment_tables(manifest.format_version, manifest.dim, True)
+    b = _load(seg_dir, {key: tables[key] for key in fmt.BLOCK_ARRAYS}, manifest.weights["dtype"])
     expected = build_block_maxima(PostingArrays(offsets, docs, weights, info.n_docs), manifest.block_size)
     for key, want in (("block_offsets", expected.offsets), ("block_ids", expected.ids),
                       ("block_maxima", expected.maxima), ("block_starts", expected.starts)):
-        if not np.array_equal(b[key], want):
+        if not np.array_equal(b[key].astype(np.int64) if key == "block_starts" else b[key], want):
             bad(f"{info.name}: {fmt.BLOCK_ARRAYS[key][0]} does not match the postings")
     if fmt.DENSE_ARRAYS["dense"][0] not in info.files:
         return

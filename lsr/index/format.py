@@ -13,7 +13,7 @@ Layout::
         blocks.offsets.npy     int64 (dim + 1): term t's block entries are [offsets[t], offsets[t+1])  (v2)
         blocks.ids.npy         int32 block id (= doc id // block_size), ascending within a term        (v2)
         blocks.maxima.npy      the term's largest stored weight in the block (postings' dtype)         (v2)
-        blocks.starts.npy      int64 position of the block's first posting of the term                 (v2)
+        blocks.starts.npy      int32 position of the block's first posting of the term (int64 in v2)   (v2)
         blocks.dense_rows.npy  int32 (dim): row of dense bounds of a frequent term, or -1       (v2, optional)
         blocks.dense.npy       uint8 (rows x n_blocks): bound = byte x dense_scale[row]        (v2, optional)
         blocks.dense_scale.npy float32 (rows)                                                  (v2, optional)
@@ -21,7 +21,7 @@ Layout::
         dense.vectors.npy      float32 (n_docs, dim): dense embeddings                          (optional)
         dense.faiss            the serialised faiss index over them (built by lsr.dense)       (optional)
         forward.indptr.npy     int64 (n_docs + 1)  document vectors (CSR), for PRF and explanations
-        forward.indices.npy    int32 term ids
+        forward.indices.npy    term ids: uint16 when dim <= 65536 (v3), else int32
         forward.values.npy     stored weights (postings' dtype)
         docids.offsets.npy     int64 (n_docs + 1) byte offsets into docids.utf8
         docids.utf8            external ids, UTF-8, concatenated
@@ -31,8 +31,10 @@ directory, and only then replaces ``manifest.json`` (write ``manifest.json.tmp``
 fsync the directory). A crash at any point leaves the previous manifest, which names only complete files.
 Files no manifest names are garbage from an interrupted writer and are removed by the next writer.
 
-Versions: 1 had float32 weights and no block maxima; 2 adds quantised impacts and ``blocks.*``. This lsr
-reads both (a version-1 segment is searched exhaustively) and writes version 2.
+Versions: 1 had float32 weights and no block maxima; 2 adds quantised impacts and ``blocks.*``; 3 stores
+block starts as int32 and forward term ids as uint16 when the vocabulary has at most 65,536 terms (a quarter
+less space for the same index). This lsr reads all three (a version-1 segment is searched exhaustively; a
+version-2 segment's int64 block starts are converted when it is opened) and writes version 3.
 """
 
 from __future__ import annotations
@@ -85,8 +87,8 @@ __all__ = [
 ]
 
 FORMAT_NAME = "lsr-index"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 VOCAB = "vocab.json"
 LOCK = "write.lock"
@@ -94,13 +96,14 @@ MERGE_LOCK = "merge.lock"  # one merger per index (lsr.index.merge)
 MERGING_PREFIX = ".merging-"  # a merge in progress: .merging-<pid>-<random>/, a segment being written
 DOCIDS_BYTES = "docids.utf8"
 WEIGHTS = "weights"  # stands for the manifest's weight dtype in the tables below
+TERM_IDS = "term_ids"  # stands for the forward index's term-id dtype (see term_id_dtype)
 # array name -> (file name, dtype). Shapes are checked by the segment reader.
 SEGMENT_ARRAYS: dict[str, tuple[str, str]] = {
     "offsets": ("postings.offsets.npy", "int64"),
     "docs": ("postings.docs.npy", "int32"),
     "weights": ("postings.weights.npy", WEIGHTS),
     "fwd_indptr": ("forward.indptr.npy", "int64"),
-    "fwd_indices": ("forward.indices.npy", "int32"),
+    "fwd_indices": ("forward.indices.npy", TERM_IDS),
     "fwd_values": ("forward.values.npy", WEIGHTS),
     "docid_offsets": ("docids.offsets.npy", "int64"),
 }
@@ -108,7 +111,7 @@ BLOCK_ARRAYS: dict[str, tuple[str, str]] = {
     "block_offsets": ("blocks.offsets.npy", "int64"),
     "block_ids": ("blocks.ids.npy", "int32"),
     "block_maxima": ("blocks.maxima.npy", WEIGHTS),
-    "block_starts": ("blocks.starts.npy", "int64"),
+    "block_starts": ("blocks.starts.npy", "int32"),
 }
 # Dense bound rows speed up block-max bounds; segments written before they existed search without them.
 DENSE_ARRAYS: dict[str, tuple[str, str]] = {
@@ -118,6 +121,25 @@ DENSE_ARRAYS: dict[str, tuple[str, str]] = {
     "dense_prefix": ("blocks.dense_prefix.npy", "uint32"),
 }
 ALL_ARRAYS = {**SEGMENT_ARRAYS, **BLOCK_ARRAYS, **DENSE_ARRAYS}
+
+
+def term_id_dtype(version: int, dim: int) -> str:
+    """Forward term ids: uint16 when the vocabulary fits (from version 3: half the bytes), else int32."""
+    return "uint16" if version >= 3 and dim <= 1 << 16 else "int32"
+
+
+def segment_tables(version: int, dim: int, blocks: bool, dense_bounds: bool = True) -> dict[str, tuple[str, str]]:
+    """array name -> (file name, dtype) of a segment written in ``version``; WEIGHTS stays symbolic."""
+    tables = dict(SEGMENT_ARRAYS)
+    tables["fwd_indices"] = (SEGMENT_ARRAYS["fwd_indices"][0], term_id_dtype(version, dim))
+    if blocks:
+        tables.update(BLOCK_ARRAYS)
+        if version < 3:  # int64 block starts until version 2
+            tables["block_starts"] = (BLOCK_ARRAYS["block_starts"][0], "int64")
+        if dense_bounds:
+            tables.update(DENSE_ARRAYS)
+    return tables
+
 DEFAULT_BLOCK_SIZE = 8
 DENSE_VECTORS = "dense.vectors.npy"
 DENSE_FAISS = "dense.faiss"

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from lsr.errors import IndexLockedError, InvalidInputError
+from lsr.errors import IndexFormatError, IndexLockedError, InvalidInputError
 from lsr.index import format as fmt
 from lsr.index.reader import Index, Segment, open_index
 from lsr.index.segment_files import SegmentBuilder, save_array
@@ -263,6 +263,11 @@ def _commit_merge(path: Path, snapshot: Index, run: range, merged_dir: Path, n_o
         current = [s.name for s in manifest.segments]
         if current[run.start:run.stop] != names:
             raise RuntimeError(f"segments {names} changed while they were being merged")  # one merger per index
+        if manifest.format_version != fmt.FORMAT_VERSION:
+            if len(current) != len(run):  # segments of two versions never share a manifest
+                raise IndexFormatError(f"{path} is being written to; upgrade it from format version "
+                                       f"{manifest.format_version} when no writer is adding documents.")
+            manifest.format_version = fmt.FORMAT_VERSION  # every segment is rewritten: an upgrade
         first = manifest.segments[run.start]
         old_lo = first.doc_base
         old_hi = old_lo + sum(s.n_docs for s in manifest.segments[run.start:run.stop])
@@ -328,6 +333,10 @@ def run_merges(path: str | os.PathLike[str], next_run: Callable[[Index], range |
     done = 0
     try:
         while (run := next_run(snapshot := open_index(path))) is not None:
+            if snapshot.manifest.format_version != fmt.FORMAT_VERSION and len(run) != len(snapshot.segments):
+                log.info("%s has format version %d: only lsr optimize (an upgrade) merges it", path,
+                         snapshot.manifest.format_version)
+                return done
             out = path / f"{MERGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
             out.mkdir()
             try:
@@ -369,14 +378,17 @@ def settle(path: str | os.PathLike[str], policy: MergePolicy = DEFAULT_POLICY, l
 
 def optimize(path: str | os.PathLike[str], max_segments: int = 1, policy: MergePolicy = DEFAULT_POLICY,
              lock_wait_s: float = 60.0) -> fmt.Manifest:
-    """Merge into at most ``max_segments`` segments and drop every deleted document (``lsr optimize``)."""
+    """Merge into at most ``max_segments`` segments and drop every deleted document (``lsr optimize``). An
+    index of an older format version is rewritten into one segment of the current version."""
     balanced_runs(open_index(path), max_segments)  # a bad max_segments fails before anything is locked
     queue: list[range] | None = None
 
     def next_run(index: Index) -> range | None:
         nonlocal queue
         if queue is None:  # planned once, from the first snapshot taken under the merge lock
-            queue = balanced_runs(index, max_segments)
+            old = index.manifest.format_version != fmt.FORMAT_VERSION
+            # an older format is upgraded by rewriting every segment in one merge
+            queue = [range(0, len(index.segments))] if old else balanced_runs(index, max_segments)
         return queue.pop() if queue else None
 
     run_merges(path, next_run, policy, lock_wait_s=lock_wait_s)

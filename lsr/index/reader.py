@@ -42,11 +42,8 @@ class Segment:
         for name, record in info.files.items():
             fmt.verify_file(seg_dir / name, record)
         weight_dtype = manifest.weights["dtype"]
-        tables = dict(fmt.SEGMENT_ARRAYS)
-        if manifest.block_size is not None:
-            tables.update(fmt.BLOCK_ARRAYS)
-            if fmt.DENSE_ARRAYS["dense"][0] in info.files:
-                tables.update(fmt.DENSE_ARRAYS)
+        tables = fmt.segment_tables(manifest.format_version, manifest.dim, manifest.block_size is not None,
+                                    fmt.DENSE_ARRAYS["dense"][0] in info.files)
         arrays = {}
         for key, (file_name, dtype) in tables.items():
             path = seg_dir / file_name
@@ -64,8 +61,11 @@ class Segment:
         blocks = None
         if manifest.block_size is not None:
             dense = {key: arrays[key] for key in fmt.DENSE_ARRAYS if key in arrays}
+            starts = arrays["block_starts"]
+            if starts.dtype != np.int32:  # a version-2 segment: the kernels take int32 starts
+                starts = np.asarray(starts, dtype=np.int32)
             blocks = BlockMaxima(manifest.block_size, arrays["block_offsets"], arrays["block_ids"],
-                                 arrays["block_maxima"], arrays["block_starts"], **dense)
+                                 arrays["block_maxima"], starts, **dense)
         postings = PostingArrays(arrays["offsets"], arrays["docs"], arrays["weights"], info.n_docs,
                                  manifest.weights["scale"], blocks)
         dense = None
@@ -92,8 +92,8 @@ class Segment:
         values = np.asarray(self.fwd_values[lo:hi], dtype=np.float32)
         if self.postings.scale != 1.0:
             values = values / np.float32(self.postings.scale)
-        return SparseBatch(np.asarray(self.fwd_indptr[start : stop + 1]) - lo, self.fwd_indices[lo:hi], values,
-                           self.postings.dim)
+        return SparseBatch(np.asarray(self.fwd_indptr[start : stop + 1]) - lo,
+                           np.asarray(self.fwd_indices[lo:hi], dtype=np.int32), values, self.postings.dim)
 
     def external_id(self, local: int) -> str:
         lo, hi = self.docid_offsets[local], self.docid_offsets[local + 1]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from lsr.index import format as fmt
-from lsr.kernels._arrays import DENSE_MIN_FRACTION, block_entries
+from lsr.kernels._arrays import DENSE_MIN_FRACTION, MAX_SEGMENT_POSTINGS, block_entries
 
 __all__ = ["SegmentBuilder", "save_array", "save_bytes"]
 
@@ -86,6 +86,7 @@ class SegmentBuilder:
 
     def __init__(self, seg_dir: Path, dim: int, n_docs: int, weight_dtype: str, block_size: int | None,
                  dense_dim: int | None = None, dense_min_fraction: float = DENSE_MIN_FRACTION):
+        tables = fmt.segment_tables(fmt.FORMAT_VERSION, dim, block_size is not None)
         self.seg_dir, self.dim, self.n_docs = seg_dir, dim, n_docs
         self.block_size = block_size
         self.n_blocks = 0 if block_size is None else -(-n_docs // block_size)
@@ -101,12 +102,9 @@ class SegmentBuilder:
         self._files: dict[str, _NpyAppender] = {}
         self._raw: dict[str, Any] = {}
         self._records: dict[str, dict[str, Any]] = {}
-        tables = dict(fmt.SEGMENT_ARRAYS)
-        if block_size is not None:
-            tables.update(fmt.BLOCK_ARRAYS)
-            tables.update({k: v for k, v in fmt.DENSE_ARRAYS.items() if k != "dense_rows"})
         for key, (file_name, dtype) in tables.items():
-            self._files[key] = _NpyAppender(seg_dir / file_name, weight_dtype if dtype == fmt.WEIGHTS else dtype)
+            if key != "dense_rows":  # written whole at the end
+                self._files[key] = _NpyAppender(seg_dir / file_name, weight_dtype if dtype == fmt.WEIGHTS else dtype)
         self._raw["docids"] = open(seg_dir / fmt.DOCIDS_BYTES, "wb")  # noqa: SIM115 - closed in finish()
         self._files["offsets"].append(np.zeros(1, np.int64))
         self._files["fwd_indptr"].append(np.zeros(1, np.int64))
@@ -151,7 +149,7 @@ class SegmentBuilder:
             self._files["block_offsets"].append(self._n_entries + entries.offsets[1:])
             self._files["block_ids"].append(entries.ids)
             self._files["block_maxima"].append(entries.maxima)
-            self._files["block_starts"].append(self._n_postings + entries.starts)
+            self._files["block_starts"].append(entries.starts.astype(np.int64) + self._n_postings)
             rows = (entries.dense_rows.copy() if len(entries.dense_rows)
                     else np.full(term_hi - term_lo, -1, np.int32))
             rows[rows >= 0] += self._n_dense_rows
@@ -162,6 +160,8 @@ class SegmentBuilder:
             self._files["dense_prefix"].append(entries.dense_prefix)
             self._n_entries += len(entries.ids)
         self._n_postings += len(docs)
+        if self._n_postings > MAX_SEGMENT_POSTINGS:
+            raise ValueError(f"a segment holds at most {MAX_SEGMENT_POSTINGS} postings (int32 block starts)")
 
     # ------------------------------------------------------------------ the end
     def finish(self, dense_index: bytes | None = None) -> tuple[dict[str, dict[str, Any]], int]:

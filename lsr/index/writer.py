@@ -156,7 +156,7 @@ class IndexWriter:
         if manifest.format_version != fmt.FORMAT_VERSION:
             raise IndexFormatError(
                 f"{path} has index format version {manifest.format_version}, which this lsr reads but does not "
-                f"extend; rebuild it to add documents."
+                f"extend; upgrade it with `lsr optimize {path}` (or rebuild it) to add documents."
             )
         return cls(path, path, manifest, is_new=False, segment_docs=segment_docs, lock_wait_s=lock_wait_s,
                    dense_builder=dense_builder, flush_postings=flush_postings, merge_policy=merge_policy)

@@ -32,7 +32,7 @@ class BlockMaxima(NamedTuple):
     offsets: np.ndarray  # int64 (dim + 1)
     ids: np.ndarray  # int32, ascending within a term
     maxima: np.ndarray  # same dtype as the postings' weights
-    starts: np.ndarray  # int64 positions in the postings arrays
+    starts: np.ndarray  # int32 positions in the postings arrays (a segment holds < 2^31 postings)
     dense_rows: np.ndarray = np.zeros(0, np.int32)  # int32 (dim), or empty: no dense rows
     dense: np.ndarray = np.zeros(0, np.uint8)  # uint8 (n_rows x n_blocks), row-major, flattened
     dense_scale: np.ndarray = np.zeros(0, np.float32)  # float32 (n_rows)
@@ -42,6 +42,9 @@ class BlockMaxima(NamedTuple):
     def n_entries(self) -> int:
         return len(self.ids)
 
+
+# Block starts are int32: one segment holds fewer postings than this (merges and flushes stay far below).
+MAX_SEGMENT_POSTINGS = 2**31 - 1
 
 # A term gets a dense row when it occurs in at least this fraction of the blocks.
 DENSE_MIN_FRACTION = 1 / 16
@@ -132,6 +135,9 @@ def block_entries(counts: np.ndarray, docs: np.ndarray, weights: np.ndarray, blo
     np.cumsum(np.bincount(terms[starts], minlength=n_terms), out=offsets[1:])
     ids = blocks[starts].astype(np.int32)
     maxima = maxima.astype(weights.dtype)
+    if len(docs) > MAX_SEGMENT_POSTINGS:
+        raise ValueError(f"{len(docs)} postings in one segment; int32 block starts hold {MAX_SEGMENT_POSTINGS}")
+    starts = starts.astype(np.int32)
     dense_rows, dense, dense_scale = dense_bound_rows(offsets, ids, maxima, n_blocks, dense_min_fraction)
     return BlockMaxima(block_size, offsets, ids, maxima, starts, dense_rows, dense, dense_scale,
                        dense_prefix(dense, len(dense_scale), n_blocks))

@@ -298,7 +298,7 @@ static int run_taat(const job_t *j) {
 /* ------------------------------------------------------------------------------------------ block-max */
 typedef struct {
     int64_t block_size;
-    const int64_t *offsets; const int32_t *ids; const void *maxima; const int64_t *starts;
+    const int64_t *offsets; const int32_t *ids; const void *maxima; const int32_t *starts;
     int64_t n_entries;
     float alpha;
     int64_t n_seeds;
@@ -537,7 +537,7 @@ static PyObject *py_blockmax_topk(PyObject *self, PyObject *args) {
     if (get_buf(o[0], &b[0], 'q', 0, "offsets") || get_buf(o[1], &b[1], 'i', 0, "docs") ||
         get_buf(o[2], &b[2], 'w', 0, "weights") || get_buf(o[3], &b[3], 'q', 0, "block_offsets") ||
         get_buf(o[4], &b[4], 'i', 0, "block_ids") || get_buf(o[5], &b[5], 'w', 0, "block_maxima") ||
-        get_buf(o[6], &b[6], 'q', 0, "block_starts") || get_buf(o[7], &b[7], 'q', 0, "q_indptr") ||
+        get_buf(o[6], &b[6], 'i', 0, "block_starts") || get_buf(o[7], &b[7], 'q', 0, "q_indptr") ||
         get_buf(o[8], &b[8], 'i', 0, "q_indices") || get_buf(o[9], &b[9], 'f', 0, "q_values") ||
         get_buf(o[10], &b[10], 'u', 0, "deleted") || get_buf(o[11], &b[11], 'q', 1, "out_ids") ||
         get_buf(o[12], &b[12], 'f', 1, "out_scores") || get_buf(o[13], &b[13], 'i', 0, "dense_rows") ||

@@ -34,10 +34,10 @@ def main() -> None:
     # version 2 added quantised impacts and block maxima: exercise both (weights are multiples of 1/8,
     # so scale 8 stores them exactly)
     options = {"weight_dtype": "uint8", "scale": 8.0, "block_size": 4}
-    with IndexWriter.create(target, vocabulary, None, segment_docs=15, **options) as writer:
+    with IndexWriter.create(target, vocabulary, None, segment_docs=15, merge_policy=None, **options) as writer:
         writer.add(ids[:15], docs.slice(0, 15))
         writer.add(ids[15:30], docs.slice(15, 30))
-    with IndexWriter.open(target) as writer:
+    with IndexWriter.open(target, merge_policy=None) as writer:
         writer.add(ids[30:], docs.slice(30, 40))
         writer.delete([ids[3], ids[31]])
         writer.add([ids[5]], docs.slice(0, 1))  # replace doc 5 by doc 0's vector

@@ -227,3 +227,25 @@ def test_cli_optimize(tmp_path, capsys):
     assert main(["-q", "optimize", str(tmp_path / "idx"), "--max-segments", "0"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "max_segments" in err[0]
+
+
+def test_optimize_upgrades_an_older_format_and_a_writer_refuses_it_before(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from lsr.errors import IndexFormatError
+
+    golden = Path(__file__).resolve().parent.parent / "data" / "golden-v2"
+    shutil.copytree(golden, tmp_path / "idx")
+    queries = SparseBatch.from_dicts([{0: 1.0, 3: 0.5}, {7: 2.0}, {1: 1.0, 2: 1.0, 15: 0.25}], 16)
+    before = answers(tmp_path / "idx", queries, 10)
+    with pytest.raises(IndexFormatError, match="lsr optimize"):
+        IndexWriter.open(tmp_path / "idx")
+    assert maybe_merge(tmp_path / "idx", TINY) == 0  # the policy never mixes versions in one manifest
+    manifest = optimize(tmp_path / "idx", max_segments=3)
+    assert manifest.format_version == fmt.FORMAT_VERSION and len(manifest.segments) == 1
+    assert manifest.n_deleted == 0 and manifest.n_docs == 38
+    assert answers(tmp_path / "idx", queries, 10) == before
+    assert check_index(tmp_path / "idx").ok
+    with IndexWriter.open(tmp_path / "idx") as writer:  # the upgraded index takes documents again
+        writer.delete(["nothing"])
