@@ -353,6 +353,21 @@ def run_merges(path: str | os.PathLike[str], next_run: Callable[[Index], range |
         return done
     finally:
         merge_lock.release()
+        if done and not hold_lock:
+            _collect_garbage(path, lock_wait_s)
+
+
+def _collect_garbage(path: Path, lock_wait_s: float) -> None:
+    """The merged-away segments' files, once nothing refers to them (under the writer lock, so that a
+    writer's segment in progress is never taken for garbage; open memory maps of readers stay valid)."""
+    try:
+        lock = fmt.WriterLock(path, lock_wait_s)
+    except IndexLockedError:
+        return  # the writer holding it removes them when it closes
+    try:
+        _remove_unreferenced(path, fmt.read_manifest(path))
+    finally:
+        lock.release()
 
 
 def _remove_unreferenced(path: Path, manifest: fmt.Manifest) -> None:

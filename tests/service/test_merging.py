@@ -40,6 +40,8 @@ def test_single_document_writes_are_merged_without_loss(index_copy):
     assert merger.wait_idle(60), "the background merger did not settle"
     index = open_index(index_copy)
     assert merger.merges > 0 and len(index.segments) == 1 and len(index.deleted_ids) == 0
+    # the merged-away segments' files are gone too
+    assert sorted(p.name for p in index_copy.iterdir() if p.name.startswith("seg-")) == [index.segments[0].info.name]
     ids = index.external_ids(np.arange(index.n_docs))
     assert sorted(ids) == sorted(expected)  # every document once: none lost, none duplicated
     for ext in ("api0", "api79", "doc59"):
