@@ -183,7 +183,10 @@ def _finished_earlier(index_dir: Path, source: Path, model: str | None,
     from lsr.encoders.base import built_with
 
     same_model = built_with(index.encoder_config, model or DEFAULT_MODEL, encoder_options)
-    if index.manifest.provenance == here and same_model:
+    provenance = index.manifest.provenance or {}
+    # (the manifest adds keys of its own, e.g. corpus_id_bound; a kill during the final compaction leaves a
+    # complete index of several segments, which merges later)
+    if {key: provenance.get(key) for key in here} == here and same_model:
         log.info("%s was already built from %s; nothing left to do", index_dir, corpus)
         return BuildResult(index_dir, index.n_docs, 0.0)
     return None
