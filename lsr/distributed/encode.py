@@ -40,7 +40,6 @@ from lsr.errors import InvalidInputError, JobStateError
 from lsr.index import IndexWriter
 from lsr.index import format as fmt
 from lsr.index.format import write_bytes_atomic
-from lsr.index.merge import compact
 from lsr.io.beir import count_lines, find_corpus_file, iter_corpus
 from lsr.io.shards import list_shards, shard_path, write_shard
 from lsr.jobs.build import BuildResult
@@ -221,7 +220,7 @@ def _job_json(spec: dict[str, Any], n_docs: int, n_shards: int) -> bytes:
 def ray_build_index(corpus: str | os.PathLike[str], index_dir: str | os.PathLike[str], encoder: Any,
                     shard_size: int = 1000, workers: int = 1, address: str | None = None, overwrite: bool = False,
                     storage: dict[str, Any] | None = None, show_progress: bool = True,
-                    stats: RayJobStats | None = None, segment_docs: int | None = None) -> BuildResult:
+                    stats: RayJobStats | None = None) -> BuildResult:
     """``lsr index CORPUS INDEX --ray``: encode and write segments on Ray actors, one commit publishes them.
     ``storage`` holds IndexWriter options (``weight_dtype``, ``scale``, ``block_size``, ``reorder``); integer
     weights need an explicit ``scale``, since the workers quantise independently; ``reorder="bp"`` orders
@@ -260,8 +259,9 @@ def ray_build_index(corpus: str | os.PathLike[str], index_dir: str | os.PathLike
                                 provenance=provenance, **storage) as writer:
             for number in sorted(parts):
                 writer.adopt(parts[number])
-            writer.commit()
-        manifest = compact(index_dir, segment_docs)  # the parts -> one segment, as a local build ends
+            # no compaction into one segment, unlike a local build: the parts' segments are what
+            # `lsr serve --shards N` spreads over nodes (`lsr optimize --max-segments N` regroups them)
+            manifest = writer.commit()
     finally:
         lock.release()
         shutil.rmtree(staging, ignore_errors=True)

@@ -55,7 +55,7 @@ def test_ray_build_equals_single_process(ray_local, tmp_path, tiny_model, tiny_e
         fh.write(orjson.dumps({"_id": "doc7", "title": "", "text": "water climate energy"}) + b"\n")
     stats = RayJobStats()
     result = ray_build_index(corpus, tmp_path / "ray", tiny_encoder, shard_size=40, workers=2, storage=storage,
-                             show_progress=False, stats=stats, segment_docs=40)
+                             show_progress=False, stats=stats)
     # segments of one chunk each on both sides, since BP reordering works within a segment
     single = build_index(corpus, tmp_path / "single", model=str(tiny_model), shard_size=40, segment_docs=40,
                          show_progress=False, encoder_options={"max_length": 64}, storage=storage)
