@@ -114,8 +114,7 @@ def write_merged_segment(index: Index, run: range, out_dir: Path,
                     continue
                 indptr = np.asarray(seg.fwd_indptr[lo : hi + 1])
                 lengths = np.diff(indptr)[keep - lo]
-                take = np.concatenate([np.arange(indptr[i - lo], indptr[i - lo + 1]) for i in keep]) if (
-                    len(keep) < hi - lo) else slice(indptr[0], indptr[-1])
+                take = _rows_positions(indptr, keep - lo) if len(keep) < hi - lo else slice(indptr[0], indptr[-1])
                 ids = [bytes(seg.docid_bytes[seg.docid_offsets[i] : seg.docid_offsets[i + 1]]) for i in keep]
                 dense = None if seg.dense_vectors is None else np.asarray(seg.dense_vectors[keep])
                 if dense is not None:
@@ -137,6 +136,13 @@ def write_merged_segment(index: Index, run: range, out_dir: Path,
         builder.abandon()
         raise
     return n_out, nnz, files
+
+
+def _rows_positions(indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Positions of the entries of CSR ``rows`` (vectorised: no Python loop per document)."""
+    lengths = indptr[rows + 1] - indptr[rows]
+    starts = np.repeat(indptr[rows] - np.cumsum(lengths) + lengths, lengths)
+    return starts + np.arange(int(lengths.sum()))
 
 
 def _term_ranges(offsets: list[np.ndarray], budget: int) -> list[tuple[int, int]]:
@@ -316,7 +322,8 @@ def optimize(path: str | os.PathLike[str], max_segments: int = 1, policy: MergeP
              lock_wait_s: float = 60.0) -> fmt.Manifest:
     """Merge into at most ``max_segments`` segments and drop every deleted document (``lsr optimize``). An
     index of an older format version is rewritten into one segment of the current version."""
-    balanced_runs(open_index(path), max_segments)  # a bad max_segments fails before anything is locked
+    if isinstance(max_segments, bool) or not isinstance(max_segments, int) or max_segments < 1:
+        raise InvalidInputError(f"max_segments must be a positive integer, got {max_segments!r}.")
     queue: list[range] | None = None
 
     def next_run(index: Index) -> range | None:
@@ -327,14 +334,8 @@ def optimize(path: str | os.PathLike[str], max_segments: int = 1, policy: MergeP
             queue = [range(0, len(index.segments))] if old else balanced_runs(index, max_segments)
         return queue.pop() if queue else None
 
-    run_merges(path, next_run, policy, lock_wait_s=lock_wait_s)
-    lock = fmt.WriterLock(Path(path), lock_wait_s)
-    try:
-        manifest = fmt.read_manifest(path)
-        _remove_unreferenced(Path(path), manifest)
-    finally:
-        lock.release()
-    return manifest
+    run_merges(path, next_run, policy, lock_wait_s=lock_wait_s)  # which also removes the merged-away files
+    return fmt.read_manifest(path)
 
 
 def compact(path: str | os.PathLike[str], max_segment_docs: int | None = None,
