@@ -74,10 +74,10 @@ def test_missing_index(capsys, tmp_path):
 def test_corrupt_index(built, capsys, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(built / "idx", broken)
-    postings = broken / "seg-000001" / "postings.docs.npy"
+    postings = broken / "seg-000001" / "postings.weights.npy"
     postings.write_bytes(postings.read_bytes()[:-8])
     code, _, err = run(capsys, "search", broken, "cell")
-    assert code == 1 and one_line(err) and "postings.docs.npy" in err
+    assert code == 1 and one_line(err) and "postings.weights.npy" in err
 
 
 def test_empty_corpus_leaves_nothing(capsys, tmp_path, tiny_model):

@@ -92,14 +92,21 @@ def _load(seg_dir: Path, table: dict[str, tuple[str, str]], weight_dtype: str) -
 def _check_segment(report: CheckReport, seg_dir: Path, info: fmt.SegmentInfo, manifest: fmt.Manifest) -> None:
     bad = report.problems.append
     name, dim, n_docs = info.name, manifest.dim, info.n_docs
-    tables = fmt.segment_tables(manifest.format_version, manifest.dim, manifest.block_size is not None)
-    a = _load(seg_dir, {key: tables[key] for key in fmt.SEGMENT_ARRAYS}, manifest.weights["dtype"])
-    offsets, docs, weights = a["offsets"], a["docs"], a["weights"]
-    if len(offsets) != dim + 1 or offsets[0] != 0 or offsets[-1] != len(docs) or np.any(np.diff(offsets) < 0):
-        bad(f"{name}: postings.offsets do not span postings.docs in order")
+    tables = manifest.tables(info)
+    a = _load(seg_dir, {key: tables[key] for key in (*fmt.SEGMENT_ARRAYS, "docs") if key in tables},
+              manifest.weights["dtype"])
+    offsets, weights = a["offsets"], a["weights"]
+    if len(offsets) != dim + 1 or offsets[0] != 0 or offsets[-1] != len(weights) or np.any(np.diff(offsets) < 0):
+        bad(f"{name}: postings.offsets do not span postings.weights in order")
         return
-    if len(docs) != info.nnz or len(weights) != info.nnz:
-        bad(f"{name}: {len(docs)} postings, the manifest says {info.nnz}")
+    if len(weights) != info.nnz:
+        bad(f"{name}: {len(weights)} postings, the manifest says {info.nnz}")
+        return
+    docs = a["docs"] if "docs" in a else _decoded_docs(report, seg_dir, info, manifest, offsets)
+    if docs is None:
+        return
+    if len(docs) != len(weights):
+        bad(f"{name}: {len(docs)} doc ids for {len(weights)} postings")
         return
     if len(docs) and (docs.min() < 0 or docs.max() >= n_docs):
         bad(f"{name}: posting doc ids outside [0, {n_docs})")
@@ -131,6 +138,42 @@ def _check_segment(report: CheckReport, seg_dir: Path, info: fmt.SegmentInfo, ma
         _check_blocks(report, seg_dir, info, manifest, offsets, docs, weights)
 
 
+def _decoded_docs(report: CheckReport, seg_dir: Path, info: fmt.SegmentInfo, manifest: fmt.Manifest,
+                  offsets: np.ndarray) -> np.ndarray | None:
+    """The doc ids coded in the block entries' masks (format 4), once the entries are shown to hold
+    exactly each term's postings (their equality with freshly coded entries is checked in _check_blocks)."""
+    from lsr.kernels import BlockMaxima
+    from lsr.kernels._arrays import mask_bytes
+
+    bad = report.problems.append
+    tables = manifest.tables(info)
+    b = _load(seg_dir, {key: tables[key] for key in fmt.BLOCK_ARRAYS}, manifest.weights["dtype"])
+    b_offsets, ids, masks = b["block_offsets"], b["block_ids"], b["block_masks"]
+    bs, n_entries = manifest.block_size, len(ids)
+    if (len(b_offsets) != manifest.dim + 1 or b_offsets[0] != 0 or b_offsets[-1] != n_entries
+            or np.any(np.diff(b_offsets) < 0)):
+        bad(f"{info.name}: blocks.offsets do not span blocks.ids in order")
+        return None
+    if len(masks) != n_entries * mask_bytes(bs):
+        bad(f"{info.name}: blocks.masks.npy holds {len(masks)} bytes for {n_entries} entries")
+        return None
+    if n_entries and (ids.min() < 0 or ids.max() >= -(-info.n_docs // bs)):
+        bad(f"{info.name}: block ids outside the segment's blocks")
+        return None
+    blocks = BlockMaxima(bs, b_offsets, ids, b["block_maxima"], masks, b["block_anchors"])
+    counts = blocks.entry_counts()
+    running = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+    per_term = running[b_offsets[1:]] - running[b_offsets[:-1]]
+    if np.any(counts == 0) or not np.array_equal(per_term, np.diff(offsets)):
+        bad(f"{info.name}: blocks.masks.npy does not account for each term's postings")
+        return None
+    docs = blocks.docs_of_entries(0, n_entries)
+    if len(docs) and docs.max() >= info.n_docs or np.any(docs - np.repeat(ids.astype(np.int64), counts) * bs >= bs):
+        bad(f"{info.name}: block masks name documents outside their blocks or the segment")
+        return None
+    return docs
+
+
 def _check_docids(report: CheckReport, seg_dir: Path, info: fmt.SegmentInfo, offsets: np.ndarray) -> None:
     raw = (seg_dir / fmt.DOCIDS_BYTES).read_bytes()
     if len(offsets) != info.n_docs + 1 or offsets[0] != 0 or offsets[-1] != len(raw) or np.any(np.diff(offsets) < 0):
@@ -144,16 +187,18 @@ def _check_docids(report: CheckReport, seg_dir: Path, info: fmt.SegmentInfo, off
 
 def _check_blocks(report: CheckReport, seg_dir: Path, info: fmt.SegmentInfo, manifest: fmt.Manifest,
                   offsets: np.ndarray, docs: np.ndarray, weights: np.ndarray) -> None:
-    from lsr.kernels import PostingArrays, build_block_maxima
+    from lsr.kernels import PostingArrays
 
     bad = report.problems.append
-    tables = fmt.segment_tables(manifest.format_version, manifest.dim, True)
-    b = _load(seg_dir, {key: tables[key] for key in fmt.BLOCK_ARRAYS}, manifest.weights["dtype"])
-    expected = build_block_maxima(PostingArrays(offsets, docs, weights, info.n_docs), manifest.block_size)
-    for key, want in (("block_offsets", expected.offsets), ("block_ids", expected.ids),
-                      ("block_maxima", expected.maxima), ("block_starts", expected.starts)):
-        if not np.array_equal(b[key].astype(np.int64) if key == "block_starts" else b[key], want):
-            bad(f"{info.name}: {fmt.BLOCK_ARRAYS[key][0]} does not match the postings")
+    tables = manifest.tables(info)
+    b = _load(seg_dir, {key: tables[key] for key in (*fmt.BLOCK_ARRAYS, "block_starts") if key in tables},
+              manifest.weights["dtype"])
+    expected = PostingArrays.from_postings(offsets, docs, weights, info.n_docs, manifest.block_size).blocks
+    wanted = {"block_offsets": expected.offsets, "block_ids": expected.ids, "block_maxima": expected.maxima,
+              "block_masks": expected.masks, "block_anchors": expected.anchors, "block_starts": expected.entry_starts()}
+    for key in b:
+        if not np.array_equal(np.asarray(b[key], np.int64) if key == "block_starts" else b[key], wanted[key]):
+            bad(f"{info.name}: {fmt.ALL_ARRAYS[key][0]} does not match the postings")
     if fmt.DENSE_ARRAYS["dense"][0] not in info.files:
         return
     d = _load(seg_dir, fmt.DENSE_ARRAYS, manifest.weights["dtype"])

@@ -8,12 +8,17 @@ Layout::
       tombstones-<gen>.npy     sorted global ids of deleted documents (one immutable file per generation)
       seg-<n>/                 immutable once committed
         postings.offsets.npy   int64 (dim + 1): term t's postings are [offsets[t], offsets[t+1])
-        postings.docs.npy      int32 local doc ids, ascending within a term
-        postings.weights.npy   impacts: float32, or uint8/uint16 with weight = stored / scale (manifest)
-        blocks.offsets.npy     int64 (dim + 1): term t's block entries are [offsets[t], offsets[t+1])  (v2)
-        blocks.ids.npy         int32 block id (= doc id // block_size), ascending within a term        (v2)
-        blocks.maxima.npy      the term's largest stored weight in the block (postings' dtype)         (v2)
-        blocks.starts.npy      int32 position of the block's first posting of the term (int64 in v2)   (v2)
+        postings.weights.npy   impacts: float32, or uint8/uint16 with weight = stored / scale (manifest),
+                               in ascending document order within a term
+        blocks.offsets.npy     int64 (dim + 1): term t's block entries are [offsets[t], offsets[t+1])
+        blocks.ids.npy         block id (= doc id // block_size), ascending within a term: uint16
+                               when the segment has at most 65,536 blocks (v4), else int32
+        blocks.maxima.npy      the term's largest stored weight in the block (postings' dtype)
+        blocks.masks.npy       uint8 (n_entries x ceil(block_size / 8)): bit r of the entry's mask is a
+                               posting of document id * block_size + r: the doc-id codec       (v4)
+        blocks.anchors.npy     int32 (ceil(n_entries / 16)): first posting of every 16th entry (v4)
+        postings.docs.npy      int32 local doc ids, ascending within a term                 (v1-v3 only)
+        blocks.starts.npy      int32 first posting of each entry (int64 in v2)               (v2-v3 only)
         blocks.dense_rows.npy  int32 (dim): row of dense bounds of a frequent term, or -1       (v2, optional)
         blocks.dense.npy       uint8 (rows x n_blocks): bound = byte x dense_scale[row]        (v2, optional)
         blocks.dense_scale.npy float32 (rows)                                                  (v2, optional)
@@ -33,8 +38,10 @@ Files no manifest names are garbage from an interrupted writer and are removed b
 
 Versions: 1 had float32 weights and no block maxima; 2 adds quantised impacts and ``blocks.*``; 3 stores
 block starts as int32 and forward term ids as uint16 when the vocabulary has at most 65,536 terms (a quarter
-less space for the same index). This lsr reads all three (a version-1 segment is searched exhaustively; a
-version-2 segment's int64 block starts are converted when it is opened) and writes version 3.
+less space for the same index); 4 drops ``postings.docs`` and ``blocks.starts``: the block entries' bit masks
+code the doc ids (a posting costs one bit of its entry's mask instead of a 4-byte id) and sparse anchors
+locate an entry's postings (see lsr.kernels._arrays.BlockMaxima). This lsr reads all four (a segment of
+versions 1-3 is re-coded in memory when it is opened; ``lsr optimize`` rewrites it) and writes version 4.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from lsr.errors import IndexFormatError, IndexLockedError, IndexNotFoundError
+from lsr.kernels._arrays import DEFAULT_BLOCK_SIZE, block_id_dtype as _kernel_block_id_dtype
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +95,8 @@ __all__ = [
 ]
 
 FORMAT_NAME = "lsr-index"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 MANIFEST = "manifest.json"
 VOCAB = "vocab.json"
 LOCK = "write.lock"
@@ -100,7 +108,6 @@ TERM_IDS = "term_ids"  # stands for the forward index's term-id dtype (see term_
 # array name -> (file name, dtype). Shapes are checked by the segment reader.
 SEGMENT_ARRAYS: dict[str, tuple[str, str]] = {
     "offsets": ("postings.offsets.npy", "int64"),
-    "docs": ("postings.docs.npy", "int32"),
     "weights": ("postings.weights.npy", WEIGHTS),
     "fwd_indptr": ("forward.indptr.npy", "int64"),
     "fwd_indices": ("forward.indices.npy", TERM_IDS),
@@ -111,6 +118,12 @@ BLOCK_ARRAYS: dict[str, tuple[str, str]] = {
     "block_offsets": ("blocks.offsets.npy", "int64"),
     "block_ids": ("blocks.ids.npy", "int32"),
     "block_maxima": ("blocks.maxima.npy", WEIGHTS),
+    "block_masks": ("blocks.masks.npy", "uint8"),
+    "block_anchors": ("blocks.anchors.npy", "int32"),
+}
+# Versions 1-3 stored doc ids and entry starts instead of masks and anchors.
+LEGACY_ARRAYS: dict[str, tuple[str, str]] = {
+    "docs": ("postings.docs.npy", "int32"),
     "block_starts": ("blocks.starts.npy", "int32"),
 }
 # Dense bound rows speed up block-max bounds; segments written before they existed search without them.
@@ -120,7 +133,7 @@ DENSE_ARRAYS: dict[str, tuple[str, str]] = {
     "dense_scale": ("blocks.dense_scale.npy", "float32"),
     "dense_prefix": ("blocks.dense_prefix.npy", "uint32"),
 }
-ALL_ARRAYS = {**SEGMENT_ARRAYS, **BLOCK_ARRAYS, **DENSE_ARRAYS}
+ALL_ARRAYS = {**SEGMENT_ARRAYS, **BLOCK_ARRAYS, **DENSE_ARRAYS, **LEGACY_ARRAYS}
 
 
 def term_id_dtype(version: int, dim: int) -> str:
@@ -128,19 +141,30 @@ def term_id_dtype(version: int, dim: int) -> str:
     return "uint16" if version >= 3 and dim <= 1 << 16 else "int32"
 
 
-def segment_tables(version: int, dim: int, blocks: bool, dense_bounds: bool = True) -> dict[str, tuple[str, str]]:
-    """array name -> (file name, dtype) of a segment written in ``version``; WEIGHTS stays symbolic."""
+def block_id_dtype(version: int, n_blocks: int) -> str:
+    """Block ids: from version 4 as the kernels code them (uint16 for at most 65,536 blocks), else int32."""
+    return _kernel_block_id_dtype(n_blocks).name if version >= 4 else "int32"
+
+
+def segment_tables(version: int, dim: int, n_blocks: int | None, dense_bounds: bool = True) -> dict[str, tuple[str, str]]:
+    """array name -> (file name, dtype) of a segment written in ``version`` with ``n_blocks`` blocks
+    (ceil(n_docs / block_size), which picks the block ids' dtype; None: an index without blocks, version 1);
+    WEIGHTS stays symbolic."""
     tables = dict(SEGMENT_ARRAYS)
     tables["fwd_indices"] = (SEGMENT_ARRAYS["fwd_indices"][0], term_id_dtype(version, dim))
-    if blocks:
+    if version < 4:
+        tables["docs"] = LEGACY_ARRAYS["docs"]
+    if n_blocks is not None:
         tables.update(BLOCK_ARRAYS)
-        if version < 3:  # int64 block starts until version 2
-            tables["block_starts"] = (BLOCK_ARRAYS["block_starts"][0], "int64")
+        tables["block_ids"] = (BLOCK_ARRAYS["block_ids"][0], block_id_dtype(version, n_blocks))
+        if version < 4:
+            del tables["block_masks"], tables["block_anchors"]
+            # int64 block starts until version 2
+            tables["block_starts"] = (LEGACY_ARRAYS["block_starts"][0], "int64" if version < 3 else "int32")
         if dense_bounds:
             tables.update(DENSE_ARRAYS)
     return tables
 
-DEFAULT_BLOCK_SIZE = 8
 DENSE_VECTORS = "dense.vectors.npy"
 DENSE_FAISS = "dense.faiss"
 # Files up to this size have their checksum verified every time an index is opened.
@@ -192,6 +216,11 @@ class Manifest:
     def n_docs(self) -> int:
         """Documents stored, deleted ones included (the size of the global id space)."""
         return sum(s.n_docs for s in self.segments)
+
+    def tables(self, info: SegmentInfo, dense_bounds: bool = True) -> dict[str, tuple[str, str]]:
+        """The arrays of one of this index's segments (see segment_tables)."""
+        n_blocks = None if self.block_size is None else -(-info.n_docs // self.block_size)
+        return segment_tables(self.format_version, self.dim, n_blocks, dense_bounds)
 
     @property
     def n_deleted(self) -> int:

@@ -102,7 +102,7 @@ def write_merged_segment(index: Index, run: range, out_dir: Path,
         remaps.append(remap)
         live_masks.append(live)
     n_out = base
-    builder = SegmentBuilder(out_dir, manifest.dim, n_out, manifest.weights["dtype"], manifest.block_size,
+    builder = SegmentBuilder(out_dir, manifest.dim, n_out, manifest.weights["dtype"], _block_size(manifest),
                              None if manifest.dense is None else int(manifest.dense["dim"]))
     try:
         dense_rows = []
@@ -166,7 +166,7 @@ def _postings_of_range(sources: list[Segment], remaps: list[np.ndarray], lo: int
     terms, docs, weights = [], [], []
     for seg, remap in zip(sources, remaps, strict=True):
         off = np.asarray(seg.postings.offsets[lo : hi + 1])
-        d = remap[np.asarray(seg.postings.docs[off[0] : off[-1]])]
+        d = remap[seg.postings.doc_ids(lo, hi)]
         keep = d >= 0
         terms.append(np.repeat(np.arange(lo, hi, dtype=np.int32), np.diff(off))[keep])
         docs.append(d[keep])
@@ -176,6 +176,11 @@ def _postings_of_range(sources: list[Segment], remaps: list[np.ndarray], lo: int
     order = np.argsort(term_of, kind="stable")
     counts = np.bincount(term_of - lo, minlength=hi - lo)
     return counts, np.concatenate(docs)[order], np.concatenate(weights)[order]
+
+
+def _block_size(manifest: fmt.Manifest) -> int:
+    """The merged segment's block size: the index's, or the default for a version-1 index (which had none)."""
+    return manifest.block_size or fmt.DEFAULT_BLOCK_SIZE
 
 
 # --------------------------------------------------------------------------------------------- publishing
@@ -195,6 +200,7 @@ def _commit_merge(path: Path, snapshot: Index, run: range, merged_dir: Path, n_o
                 raise IndexFormatError(f"{path} is being written to; upgrade it from format version "
                                        f"{manifest.format_version} when no writer is adding documents.")
             manifest.format_version = fmt.FORMAT_VERSION  # every segment is rewritten: an upgrade
+            manifest.block_size = _block_size(manifest)  # a version-1 index had no blocks
         first = manifest.segments[run.start]
         old_lo = first.doc_base
         old_hi = old_lo + sum(s.n_docs for s in manifest.segments[run.start:run.stop])

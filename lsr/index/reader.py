@@ -6,6 +6,7 @@ memory-mapped, so processes opening the same index share the page cache.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,9 +18,12 @@ import orjson
 from lsr.errors import IndexFormatError, InvalidQueryError
 from lsr.index import format as fmt
 from lsr.kernels import BlockMaxima, PostingArrays
+from lsr.kernels._arrays import ANCHOR_EVERY
 from lsr.types import SparseBatch
 
 __all__ = ["Index", "Segment", "open_index"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,8 +46,7 @@ class Segment:
         for name, record in info.files.items():
             fmt.verify_file(seg_dir / name, record)
         weight_dtype = manifest.weights["dtype"]
-        tables = fmt.segment_tables(manifest.format_version, manifest.dim, manifest.block_size is not None,
-                                    fmt.DENSE_ARRAYS["dense"][0] in info.files)
+        tables = manifest.tables(info, fmt.DENSE_ARRAYS["dense"][0] in info.files)
         arrays = {}
         for key, (file_name, dtype) in tables.items():
             path = seg_dir / file_name
@@ -58,16 +61,19 @@ class Segment:
         docid_bytes = np.memmap(seg_dir / fmt.DOCIDS_BYTES, dtype=np.uint8, mode="r") if (
             seg_dir / fmt.DOCIDS_BYTES).stat().st_size else np.zeros(0, np.uint8)
         _check_shapes(seg_dir, info, manifest, arrays, len(docid_bytes))
-        blocks = None
-        if manifest.block_size is not None:
+        if manifest.format_version < 4:
+            # doc ids stored plainly: re-code them (and the block maxima) in memory, as a merge would on disk
+            log.info("segment %s has index format %d: re-coded in memory (lsr optimize rewrites it)",
+                     seg_dir, manifest.format_version)
+            postings = PostingArrays.from_postings(arrays["offsets"], arrays["docs"], arrays["weights"], info.n_docs,
+                                                   manifest.block_size or fmt.DEFAULT_BLOCK_SIZE,
+                                                   manifest.weights["scale"])
+        else:
             dense = {key: arrays[key] for key in fmt.DENSE_ARRAYS if key in arrays}
-            starts = arrays["block_starts"]
-            if starts.dtype != np.int32:  # a version-2 segment: the kernels take int32 starts
-                starts = np.asarray(starts, dtype=np.int32)
             blocks = BlockMaxima(manifest.block_size, arrays["block_offsets"], arrays["block_ids"],
-                                 arrays["block_maxima"], starts, **dense)
-        postings = PostingArrays(arrays["offsets"], arrays["docs"], arrays["weights"], info.n_docs,
-                                 manifest.weights["scale"], blocks)
+                                 arrays["block_maxima"], arrays["block_masks"], arrays["block_anchors"], **dense)
+            postings = PostingArrays(arrays["offsets"], arrays["weights"], blocks, info.n_docs,
+                                     manifest.weights["scale"])
         dense = None
         if manifest.dense is not None:
             path = seg_dir / fmt.DENSE_VECTORS
@@ -107,10 +113,10 @@ def _check_shapes(seg_dir: Path, info: fmt.SegmentInfo, manifest: fmt.Manifest, 
     dim = manifest.dim
     if len(a["offsets"]) != dim + 1:
         problems.append(f"postings.offsets has {len(a['offsets'])} entries, expected {dim + 1}")
-    elif a["offsets"][0] != 0 or a["offsets"][-1] != len(a["docs"]):
-        problems.append("postings.offsets does not span postings.docs")
-    if len(a["docs"]) != info.nnz or len(a["weights"]) != info.nnz:
-        problems.append(f"postings hold {len(a['docs'])}/{len(a['weights'])} entries, expected {info.nnz}")
+    elif a["offsets"][0] != 0 or a["offsets"][-1] != len(a["weights"]):
+        problems.append("postings.offsets does not span postings.weights")
+    if len(a.get("docs", a["weights"])) != info.nnz or len(a["weights"]) != info.nnz:
+        problems.append(f"postings hold {len(a['weights'])} entries, expected {info.nnz}")
     if len(a["fwd_indptr"]) != info.n_docs + 1 or a["fwd_indptr"][-1] != info.nnz:
         problems.append("forward.indptr does not match the segment's documents")
     if len(a["fwd_indices"]) != info.nnz or len(a["fwd_values"]) != info.nnz:
@@ -121,8 +127,11 @@ def _check_shapes(seg_dir: Path, info: fmt.SegmentInfo, manifest: fmt.Manifest, 
         n_entries = len(a["block_ids"])
         if len(a["block_offsets"]) != dim + 1 or a["block_offsets"][-1] != n_entries:
             problems.append("blocks.offsets does not span blocks.ids")
-        if len(a["block_maxima"]) != n_entries or len(a["block_starts"]) != n_entries:
+        if len(a["block_maxima"]) != n_entries or len(a.get("block_starts", a["block_maxima"])) != n_entries:
             problems.append("block arrays differ in length")
+        if "block_masks" in a and (len(a["block_masks"]) != n_entries * -(-manifest.block_size // 8)
+                                   or len(a["block_anchors"]) != -(-n_entries // ANCHOR_EVERY)):
+            problems.append("block masks or anchors do not match the block entries")
     if "dense" in a:
         n_rows, n_blocks = len(a["dense_scale"]), -(-info.n_docs // manifest.block_size)
         if len(a["dense_rows"]) not in (0, dim) or len(a["dense"]) != n_rows * n_blocks:

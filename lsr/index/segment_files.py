@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from lsr.index import format as fmt
-from lsr.kernels._arrays import DENSE_MIN_FRACTION, MAX_SEGMENT_POSTINGS, block_entries
+from lsr.kernels._arrays import DENSE_MIN_FRACTION, MAX_SEGMENT_POSTINGS, anchors_of, block_entries
 
 __all__ = ["SegmentBuilder", "save_array", "save_bytes"]
 
@@ -80,16 +80,16 @@ class SegmentBuilder:
 
     Call :meth:`add_documents` for every document in local-id order, :meth:`add_postings` for consecutive
     term ranges covering ``[0, dim)``, then :meth:`finish`, which returns the manifest's file records.
-    ``weight_dtype`` is the stored weights' type; ``block_size`` None writes no block maxima; ``dense_dim``
-    (the index's dense part) makes every document carry a dense vector.
+    ``weight_dtype`` is the stored weights' type; ``block_size`` the documents per block of the doc-id codec
+    and block maxima; ``dense_dim`` (the index's dense part) makes every document carry a dense vector.
     """
 
-    def __init__(self, seg_dir: Path, dim: int, n_docs: int, weight_dtype: str, block_size: int | None,
+    def __init__(self, seg_dir: Path, dim: int, n_docs: int, weight_dtype: str, block_size: int,
                  dense_dim: int | None = None, dense_min_fraction: float = DENSE_MIN_FRACTION):
-        tables = fmt.segment_tables(fmt.FORMAT_VERSION, dim, block_size is not None)
         self.seg_dir, self.dim, self.n_docs = seg_dir, dim, n_docs
         self.block_size = block_size
-        self.n_blocks = 0 if block_size is None else -(-n_docs // block_size)
+        self.n_blocks = -(-n_docs // block_size)
+        tables = fmt.segment_tables(fmt.FORMAT_VERSION, dim, self.n_blocks)
         self._min_fraction = dense_min_fraction
         self._next_term = 0
         self._docs_added = 0
@@ -109,8 +109,7 @@ class SegmentBuilder:
         self._files["offsets"].append(np.zeros(1, np.int64))
         self._files["fwd_indptr"].append(np.zeros(1, np.int64))
         self._files["docid_offsets"].append(np.zeros(1, np.int64))
-        if block_size is not None:
-            self._files["block_offsets"].append(np.zeros(1, np.int64))
+        self._files["block_offsets"].append(np.zeros(1, np.int64))
         self._dense_vectors = None if dense_dim is None else _NpyAppender(seg_dir / fmt.DENSE_VECTORS, np.float32,
                                                                           dense_dim)
 
@@ -142,26 +141,25 @@ class SegmentBuilder:
             raise ValueError(f"postings must come in term order: expected term {self._next_term}, got {term_lo}")
         self._next_term = term_hi
         self._files["offsets"].append(self._n_postings + np.cumsum(counts, dtype=np.int64))
-        self._files["docs"].append(docs)
         self._files["weights"].append(weights)
-        if self.block_size is not None:
-            entries = block_entries(counts, docs, weights, self.block_size, self.n_blocks, self._min_fraction)
-            self._files["block_offsets"].append(self._n_entries + entries.offsets[1:])
-            self._files["block_ids"].append(entries.ids)
-            self._files["block_maxima"].append(entries.maxima)
-            self._files["block_starts"].append(entries.starts.astype(np.int64) + self._n_postings)
-            rows = (entries.dense_rows.copy() if len(entries.dense_rows)
-                    else np.full(term_hi - term_lo, -1, np.int32))
-            rows[rows >= 0] += self._n_dense_rows
-            self._dense_rows.append(rows)
-            self._n_dense_rows += len(entries.dense_scale)
-            self._files["dense"].append(entries.dense)
-            self._files["dense_scale"].append(entries.dense_scale)
-            self._files["dense_prefix"].append(entries.dense_prefix)
-            self._n_entries += len(entries.ids)
+        entries = block_entries(counts, docs, weights, self.block_size, self.n_blocks, self._min_fraction)
+        self._files["block_offsets"].append(self._n_entries + entries.offsets[1:])
+        self._files["block_ids"].append(entries.ids)
+        self._files["block_maxima"].append(entries.maxima)
+        self._files["block_masks"].append(entries.masks)
+        self._files["block_anchors"].append(anchors_of(entries.entry_counts(), self._n_entries, self._n_postings))
+        rows = (entries.dense_rows.copy() if len(entries.dense_rows)
+                else np.full(term_hi - term_lo, -1, np.int32))
+        rows[rows >= 0] += self._n_dense_rows
+        self._dense_rows.append(rows)
+        self._n_dense_rows += len(entries.dense_scale)
+        self._files["dense"].append(entries.dense)
+        self._files["dense_scale"].append(entries.dense_scale)
+        self._files["dense_prefix"].append(entries.dense_prefix)
+        self._n_entries += len(entries.ids)
         self._n_postings += len(docs)
         if self._n_postings > MAX_SEGMENT_POSTINGS:
-            raise ValueError(f"a segment holds at most {MAX_SEGMENT_POSTINGS} postings (int32 block starts)")
+            raise ValueError(f"a segment holds at most {MAX_SEGMENT_POSTINGS} postings (int32 anchors)")
 
     # ------------------------------------------------------------------ the end
     def finish(self, dense_index: bytes | None = None) -> tuple[dict[str, dict[str, Any]], int]:
@@ -172,11 +170,10 @@ class SegmentBuilder:
         if self._fwd_nnz != self._n_postings:
             raise ValueError(f"forward vectors hold {self._fwd_nnz} entries but postings {self._n_postings}")
         records = {fmt.ALL_ARRAYS[key][0]: appender.close() for key, appender in self._files.items()}
-        if self.block_size is not None:
-            # no frequent term at all: an empty row map (the reader's "no dense rows")
-            rows = np.concatenate(self._dense_rows) if self._n_dense_rows else np.zeros(0, np.int32)
-            file_name = fmt.DENSE_ARRAYS["dense_rows"][0]
-            records[file_name] = save_array(self.seg_dir / file_name, rows.astype(np.int32))
+        # no frequent term at all: an empty row map (the reader's "no dense rows")
+        rows = np.concatenate(self._dense_rows) if self._n_dense_rows else np.zeros(0, np.int32)
+        file_name = fmt.DENSE_ARRAYS["dense_rows"][0]
+        records[file_name] = save_array(self.seg_dir / file_name, rows.astype(np.int32))
         fh = self._raw["docids"]
         fh.flush()
         os.fsync(fh.fileno())

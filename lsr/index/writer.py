@@ -27,7 +27,7 @@ from lsr.index.merge import DEFAULT_POLICY, MergePolicy, maybe_merge
 from lsr.index.reader import open_index
 from lsr.index.segment_files import SegmentBuilder, save_array
 from lsr.index.vocabulary import Vocabulary
-from lsr.kernels import WEIGHT_DTYPES, PostingArrays, quantize
+from lsr.kernels import WEIGHT_DTYPES, quantize
 from lsr.types import SparseBatch
 
 __all__ = ["IndexWriter"]
@@ -377,14 +377,15 @@ class IndexWriter:
             dense = None if dense is None else dense[order]
             self._renumber(base, order)
         forward = self._stored_weights(vectors)
-        postings = PostingArrays.from_documents(forward)  # term-major; block maxima come from the builder
+        inverted = forward.to_scipy().tocsc()  # term-major; the builder codes the doc ids and block maxima
+        inverted.sort_indices()
         spec = self._manifest.dense
         builder = SegmentBuilder(tmp_dir, self.dim, vectors.n, self._manifest.weights["dtype"],
                                  self._manifest.block_size, None if spec is None else int(spec["dim"]))
         try:
             builder.add_documents([ext.encode("utf-8") for ext in ids], np.diff(forward.indptr), forward.indices,
                                   forward.values, dense)
-            builder.add_postings(0, self.dim, np.diff(postings.offsets), postings.docs, postings.weights)
+            builder.add_postings(0, self.dim, np.diff(inverted.indptr), inverted.indices, inverted.data)
             files, nnz = builder.finish(None if dense is None else self._dense_builder(dense))
         except BaseException:
             builder.abandon()
@@ -436,8 +437,7 @@ class IndexWriter:
 
 
 class _StoredVectors(NamedTuple):
-    """Document vectors in CSR with stored (possibly integer) weights; quacks like a SparseBatch for
-    PostingArrays.from_documents."""
+    """Document vectors in CSR with stored (possibly integer) weights."""
 
     indptr: np.ndarray
     indices: np.ndarray

@@ -138,7 +138,7 @@ def export_ciff(index_path: str | os.PathLike[str], out_path: str | os.PathLike[
                 lo, hi = int(seg.postings.offsets[term]), int(seg.postings.offsets[term + 1])
                 if lo == hi:
                     continue
-                ids = new_id[seg.info.doc_base + np.asarray(seg.postings.docs[lo:hi], np.int64)]
+                ids = new_id[seg.info.doc_base + seg.postings.doc_ids(term, term + 1).astype(np.int64)]
                 keep = ids >= 0
                 docs.append(ids[keep])
                 tfs.append(impacts(seg.postings.weights[lo:hi])[keep])

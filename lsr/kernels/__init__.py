@@ -24,11 +24,11 @@ import logging
 import numpy as np
 
 from lsr.errors import InvalidQueryError, MissingDependencyError
-from lsr.kernels._arrays import WEIGHT_DTYPES, BlockMaxima, PostingArrays, build_block_maxima, quantize
+from lsr.kernels._arrays import WEIGHT_DTYPES, BlockMaxima, PostingArrays, quantize
 from lsr.kernels.reference import scaled_query_values
 from lsr.types import Hits, SparseBatch
 
-__all__ = ["PostingArrays", "BlockMaxima", "build_block_maxima", "quantize", "WEIGHT_DTYPES", "topk",
+__all__ = ["PostingArrays", "BlockMaxima", "quantize", "WEIGHT_DTYPES", "topk",
            "available_backends", "resolve_backend", "set_threads", "resolve_algorithm", "check_k", "cut_queries",
            "MAX_K", "ALGORITHMS"]
 
@@ -85,9 +85,7 @@ def resolve_algorithm(algorithm: str, postings: PostingArrays, backend: str) -> 
     if algorithm not in ALGORITHMS:
         raise InvalidQueryError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
     if algorithm == "auto":
-        return "auto" if postings.blocks is not None and backend != "numpy" else "exhaustive"
-    if algorithm == "blockmax" and postings.blocks is None:
-        raise InvalidQueryError("algorithm 'blockmax' needs block maxima; this index has none.")
+        return "auto" if backend != "numpy" else "exhaustive"
     return algorithm
 
 
@@ -178,12 +176,10 @@ def topk(
     else:
         from lsr.kernels import _numba as impl
     if algorithm == "exhaustive":
-        impl.taat_topk(postings.offsets, postings.docs, postings.weights, queries.indptr, queries.indices,
-                       q_values, postings.n_docs, k, mask, hits.ids, hits.scores, id_base)
+        impl.taat_topk(postings, queries.indptr, queries.indices, q_values, k, mask, hits.ids, hits.scores, id_base)
     else:
         # seed blocks must hold enough documents to fill the top k twice over
         n_seeds = max(16, -(-2 * k // postings.blocks.block_size))
-        impl.blockmax_topk(postings.offsets, postings.docs, postings.weights, postings.blocks, queries.indptr,
-                           queries.indices, q_values, postings.n_docs, k, mask, hits.ids, hits.scores, id_base,
-                           alpha, adaptive=algorithm == "auto", n_seeds=n_seeds)
+        impl.blockmax_topk(postings, queries.indptr, queries.indices, q_values, k, mask, hits.ids, hits.scores,
+                           id_base, alpha, adaptive=algorithm == "auto", n_seeds=n_seeds)
     return hits

@@ -38,17 +38,17 @@ def _run(fn, args_before_range: tuple, id_base: int, n_queries: int) -> None:
         future.result()
 
 
-def taat_topk(offsets, docs, weights, q_indptr, q_indices, q_values, n_docs, k, deleted, out_ids, out_scores,
-              id_base=0):
-    _run(_csparse.taat_topk, (offsets, docs, weights, q_indptr, q_indices, q_values, n_docs, k, deleted,
-                              out_ids, out_scores), id_base, len(q_indptr) - 1)
+def taat_topk(postings, q_indptr, q_indices, q_values, k, deleted, out_ids, out_scores, id_base=0):
+    b = postings.blocks
+    _run(_csparse.taat_topk, (postings.offsets, postings.weights, b.offsets, b.ids, b.masks, b.block_size,
+                              q_indptr, q_indices, q_values, postings.n_docs, k, deleted, out_ids, out_scores),
+         id_base, len(q_indptr) - 1)
 
 
-def blockmax_topk(offsets, docs, weights, blocks, q_indptr, q_indices, q_values, n_docs, k, deleted,
-                  out_ids, out_scores, id_base=0, alpha=1.0, adaptive=False, n_seeds=16):
-    _run(_csparse.blockmax_topk, (offsets, docs, weights, blocks.offsets, blocks.ids, blocks.maxima,
-                                  blocks.starts, blocks.dense_rows, blocks.dense, blocks.dense_scale,
-                                  blocks.dense_prefix,
-                                  blocks.block_size, q_indptr, q_indices, q_values, n_docs, k,
-                                  deleted, float(alpha), n_seeds, bool(adaptive), out_ids, out_scores), id_base,
-         len(q_indptr) - 1)
+def blockmax_topk(postings, q_indptr, q_indices, q_values, k, deleted, out_ids, out_scores, id_base=0, alpha=1.0,
+                  adaptive=False, n_seeds=16):
+    b = postings.blocks
+    _run(_csparse.blockmax_topk, (postings.offsets, postings.weights, b.offsets, b.ids, b.masks, b.block_size,
+                                  b.maxima, b.anchors, b.dense_rows, b.dense, b.dense_scale, b.dense_prefix,
+                                  q_indptr, q_indices, q_values, postings.n_docs, k, deleted, float(alpha), n_seeds,
+                                  bool(adaptive), out_ids, out_scores), id_base, len(q_indptr) - 1)

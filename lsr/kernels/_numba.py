@@ -13,9 +13,14 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from lsr.kernels._arrays import ANCHOR_EVERY, POPCOUNT8
+
 __all__ = ["taat_topk", "blockmax_topk"]
 
 _local = threading.local()
+
+# the position of the lowest set bit of every non-zero byte value (a mask's next posting)
+CTZ8 = np.array([0] + [(v & -v).bit_length() - 1 for v in range(1, 256)], np.int64)
 
 
 def _scratch(n_chunks: int, n_docs: int, n_blocks: int, block_size: int):
@@ -112,11 +117,15 @@ def _offer(heap_s, heap_d, size, k, score, doc):
 
 
 @njit(inline="always")
-def _taat_query(q, offsets, docs, weights, q_indptr, q_indices, q_values, k, deleted, has_deleted, acc, seen,
-                touched, heap_s, heap_d):
-    """Exact top-k of query ``q`` by exhaustive accumulation; returns the heap size. Scratch is left zeroed."""
+def _taat_query(q, offsets, weights, b_offsets, b_ids, masks, block_size, q_indptr, q_indices, q_values, k, deleted,
+                has_deleted, acc, seen, touched, heap_s, heap_d):
+    """Exact top-k of query ``q`` by exhaustive accumulation; returns the heap size. Scratch is left zeroed.
+
+    A term's postings are decoded entry by entry: the entry's block gives the base doc id, each set bit of
+    its mask one posting, whose weight is the next one of the term's weights."""
     n_terms = len(offsets) - 1
     n_docs = len(acc)
+    mb = (block_size + 7) >> 3
     postings = 0
     for j in range(q_indptr[q], q_indptr[q + 1]):
         postings += offsets[q_indices[j] + 1] - offsets[q_indices[j]]
@@ -127,17 +136,20 @@ def _taat_query(q, offsets, docs, weights, q_indptr, q_indices, q_values, k, del
         if term >= n_terms:
             continue
         w = q_values[j]
-        if dense:
-            for p in range(offsets[term], offsets[term + 1]):
-                acc[docs[p]] += w * np.float32(weights[p])
-        else:
-            for p in range(offsets[term], offsets[term + 1]):
-                d = docs[p]
-                if seen[d] == 0:
-                    seen[d] = 1
-                    touched[n_touched] = d
-                    n_touched += 1
-                acc[d] += w * np.float32(weights[p])
+        p = offsets[term]
+        for e in range(b_offsets[term], b_offsets[term + 1]):
+            base = np.int64(b_ids[e]) * block_size
+            for i in range(mb):
+                m = np.int64(masks[e * mb + i])
+                while m != 0:
+                    d = base + 8 * i + CTZ8[m]
+                    m &= m - 1
+                    if not dense and seen[d] == 0:
+                        seen[d] = 1
+                        touched[n_touched] = d
+                        n_touched += 1
+                    acc[d] += w * np.float32(weights[p])
+                    p += 1
     size = 0
     if dense:
         for d in range(n_docs):
@@ -158,8 +170,8 @@ def _taat_query(q, offsets, docs, weights, q_indptr, q_indices, q_values, k, del
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _taat(offsets, docs, weights, q_indptr, q_indices, q_values, n_docs, k, deleted, n_chunks,
-          id_base, out_ids, out_scores, acc_all, seen_all, touched_all):
+def _taat(offsets, weights, b_offsets, b_ids, masks, block_size, q_indptr, q_indices, q_values, n_docs, k, deleted,
+          n_chunks, id_base, out_ids, out_scores, acc_all, seen_all, touched_all):
     n_queries = len(q_indptr) - 1
     has_deleted = len(deleted) > 0
     for chunk in prange(n_chunks):
@@ -169,19 +181,19 @@ def _taat(offsets, docs, weights, q_indptr, q_indices, q_values, n_docs, k, dele
         heap_s = np.empty(k, np.float32)
         heap_d = np.empty(k, np.int64)
         for q in range(chunk, n_queries, n_chunks):
-            size = _taat_query(q, offsets, docs, weights, q_indptr, q_indices, q_values, k, deleted, has_deleted,
-                               acc, seen, touched, heap_s, heap_d)
+            size = _taat_query(q, offsets, weights, b_offsets, b_ids, masks, block_size, q_indptr, q_indices,
+                               q_values, k, deleted, has_deleted, acc, seen, touched, heap_s, heap_d)
             heap_drain(heap_s, heap_d, size, out_ids, out_scores, q, id_base)
 
 
-def taat_topk(offsets, docs, weights, q_indptr, q_indices, q_values, n_docs, k, deleted,
-              out_ids, out_scores, id_base=0):
+def taat_topk(postings, q_indptr, q_indices, q_values, k, deleted, out_ids, out_scores, id_base=0):
     """Fill ``out_ids``/``out_scores`` (preset to -1/-inf) with each query's exact top-k."""
     n_queries = len(q_indptr) - 1
     n_chunks = max(1, min(n_queries, numba.get_num_threads()))
-    acc, seen, touched, _, _ = _scratch(n_chunks, n_docs, 0, 1)
-    _taat(offsets, docs, weights, q_indptr, q_indices, q_values, n_docs, k, deleted, n_chunks,
-          id_base, out_ids, out_scores, acc, seen, touched)
+    acc, seen, touched, _, _ = _scratch(n_chunks, postings.n_docs, 0, 1)
+    b = postings.blocks
+    _taat(postings.offsets, postings.weights, b.offsets, b.ids, b.masks, b.block_size, q_indptr, q_indices,
+          q_values, postings.n_docs, k, deleted, n_chunks, id_base, out_ids, out_scores, acc, seen, touched)
 
 
 @njit(inline="always")
@@ -198,11 +210,12 @@ def _find_block(block_ids, lo, hi, block):
 
 
 @njit(inline="always")
-def _score_block(b, block_size, q_lo, q_hi, q_indices, q_values, offsets, docs, weights, b_offsets, b_ids,
-                 b_starts, dense_rows, dense, dense_prefix, n_blocks, n_chunks64, local, n_docs, deleted,
+def _score_block(b, block_size, q_lo, q_hi, q_indices, q_values, offsets, weights, b_offsets, b_ids, masks,
+                 anchors, dense_rows, dense, dense_prefix, n_blocks, n_chunks64, local, n_docs, deleted,
                  has_deleted, heap_s, heap_d, size, k):
     """Score every document of block ``b`` exactly and offer each to the heap; returns the heap size."""
     base = b * block_size
+    mb = (block_size + 7) >> 3
     for j in range(q_lo, q_hi):
         term = q_indices[j]
         row = dense_rows[term] if len(dense_rows) else -1
@@ -219,10 +232,17 @@ def _score_block(b, block_size, q_lo, q_hi, q_indices, q_values, offsets, docs, 
             e = _find_block(b_ids, b_offsets[term], b_offsets[term + 1], b)
             if e < 0:
                 continue
-        end = b_starts[e + 1] if e + 1 < b_offsets[term + 1] else offsets[term + 1]
+        # the entry's first posting: its anchor plus the postings of the entries since the anchor
+        p = np.int64(anchors[e // ANCHOR_EVERY])
+        for i in range((e - e % ANCHOR_EVERY) * mb, e * mb):
+            p += POPCOUNT8[masks[i]]
         w = q_values[j]
-        for p in range(b_starts[e], end):
-            local[docs[p] - base] += w * np.float32(weights[p])
+        for i in range(mb):
+            m = np.int64(masks[e * mb + i])
+            while m != 0:
+                local[8 * i + CTZ8[m]] += w * np.float32(weights[p])
+                m &= m - 1
+                p += 1
     for r in range(block_size):
         s = local[r]
         if s > 0:
@@ -246,7 +266,7 @@ DENSE_MARGIN = np.float32(1.0 + 2.0**-20)
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _blockmax(offsets, docs, weights, b_offsets, b_ids, b_max, b_starts, dense_rows, dense, dense_scale,
+def _blockmax(offsets, weights, b_offsets, b_ids, b_max, masks, anchors, dense_rows, dense, dense_scale,
               dense_prefix, block_size, q_indptr, q_indices, q_values, n_docs, k, deleted, alpha, n_seeds, adaptive,
               n_chunks, id_base, out_ids, out_scores, acc_all, seen_all, touched_all, ub_all, local_all):
     n_queries = len(q_indptr) - 1
@@ -273,8 +293,8 @@ def _blockmax(offsets, docs, weights, b_offsets, b_ids, b_max, b_starts, dense_r
             for j in range(q_lo, q_hi):
                 postings += offsets[q_indices[j] + 1] - offsets[q_indices[j]]
             if adaptive and 2 * n_seeds * (q_hi - q_lo) * BLOCK_TERM_COST > postings:
-                size = _taat_query(q, offsets, docs, weights, q_indptr, q_indices, q_values, k, deleted,
-                                   has_deleted, acc, seen, touched, heap_s, heap_d)
+                size = _taat_query(q, offsets, weights, b_offsets, b_ids, masks, block_size, q_indptr, q_indices,
+                                   q_values, k, deleted, has_deleted, acc, seen, touched, heap_s, heap_d)
                 heap_drain(heap_s, heap_d, size, out_ids, out_scores, q, id_base)
                 continue
             # 1. a bound per block: sum over query terms of weight x the term's block maximum, in query-term
@@ -300,8 +320,8 @@ def _blockmax(offsets, docs, weights, b_offsets, b_ids, b_max, b_starts, dense_r
             size = 0
             for i in range(n_seed):
                 b = seed_b[i]
-                size = _score_block(b, block_size, q_lo, q_hi, q_indices, q_values, offsets, docs, weights, b_offsets,
-                                    b_ids, b_starts, dense_rows, dense, dense_prefix, n_blocks, n_chunks64, local,
+                size = _score_block(b, block_size, q_lo, q_hi, q_indices, q_values, offsets, weights, b_offsets,
+                                    b_ids, masks, anchors, dense_rows, dense, dense_prefix, n_blocks, n_chunks64, local,
                                     n_docs, deleted, has_deleted, heap_s, heap_d, size, k)
                 ub[b] = 0.0  # scored
             # 3. every other block that could still beat the k-th score, by decreasing bound
@@ -329,24 +349,26 @@ def _blockmax(offsets, docs, weights, b_offsets, b_ids, b_max, b_starts, dense_r
                         fallback = True
                         break
                     size = _score_block(cand_b[order[i]], block_size, q_lo, q_hi, q_indices, q_values, offsets,
-                                        docs, weights, b_offsets, b_ids, b_starts, dense_rows, dense, dense_prefix,
+                                        weights, b_offsets, b_ids, masks, anchors, dense_rows, dense, dense_prefix,
                                         n_blocks, n_chunks64, local, n_docs, deleted, has_deleted, heap_s, heap_d,
                                         size, k)
             if fallback:
-                size = _taat_query(q, offsets, docs, weights, q_indptr, q_indices, q_values, k, deleted,
-                                   has_deleted, acc, seen, touched, heap_s, heap_d)
+                size = _taat_query(q, offsets, weights, b_offsets, b_ids, masks, block_size, q_indptr, q_indices,
+                                   q_values, k, deleted, has_deleted, acc, seen, touched, heap_s, heap_d)
             heap_drain(heap_s, heap_d, size, out_ids, out_scores, q, id_base)
 
 
-def blockmax_topk(offsets, docs, weights, blocks, q_indptr, q_indices, q_values, n_docs, k, deleted,
-                  out_ids, out_scores, id_base=0, alpha=1.0, adaptive=False, n_seeds=16):
+def blockmax_topk(postings, q_indptr, q_indices, q_values, k, deleted, out_ids, out_scores, id_base=0, alpha=1.0,
+                  adaptive=False, n_seeds=16):
     """Block-max pruned top-k; exact (the oracle's result) when ``alpha`` is 1. ``adaptive`` scores a query
     exhaustively instead when too many blocks would remain to be scored."""
     n_queries = len(q_indptr) - 1
     n_chunks = max(1, min(n_queries, numba.get_num_threads()))
+    blocks = postings.blocks
+    n_docs = postings.n_docs
     n_blocks = (n_docs + blocks.block_size - 1) // blocks.block_size
     acc, seen, touched, ub, local = _scratch(n_chunks, n_docs, n_blocks, blocks.block_size)
-    _blockmax(offsets, docs, weights, blocks.offsets, blocks.ids, blocks.maxima, blocks.starts, blocks.dense_rows,
-              blocks.dense, blocks.dense_scale, blocks.dense_prefix, blocks.block_size, q_indptr, q_indices,
-              q_values, n_docs, k, deleted, np.float32(alpha), n_seeds, bool(adaptive), n_chunks, id_base, out_ids,
-              out_scores, acc, seen, touched, ub, local)
+    _blockmax(postings.offsets, postings.weights, blocks.offsets, blocks.ids, blocks.maxima, blocks.masks,
+              blocks.anchors, blocks.dense_rows, blocks.dense, blocks.dense_scale, blocks.dense_prefix,
+              blocks.block_size, q_indptr, q_indices, q_values, n_docs, k, deleted, np.float32(alpha), n_seeds,
+              bool(adaptive), n_chunks, id_base, out_ids, out_scores, acc, seen, touched, ub, local)

@@ -28,7 +28,7 @@ def scaled_query_values(postings: PostingArrays, queries: SparseBatch) -> np.nda
 def score_all(postings: PostingArrays, queries: SparseBatch) -> np.ndarray:
     """Dense ``(n_queries, n_docs)`` float32 score matrix."""
     docs_by_terms = sp.csc_matrix(
-        (postings.weights.astype(np.float32), postings.docs, postings.offsets),
+        (np.asarray(postings.weights, np.float32), postings.doc_ids(), postings.offsets),
         shape=(postings.n_docs, postings.dim),
     )
     q = sp.csr_matrix((scaled_query_values(postings, queries), queries.indices, queries.indptr),

@@ -89,8 +89,8 @@ def test_every_corruption_is_detected(pristine, tmp_path):
     assert at_open == tried and by_check == tried
 
 
-@pytest.mark.parametrize("target", ["postings.docs.npy", "blocks.starts.npy", "postings.offsets.npy",
-                                    "blocks.ids.npy", "blocks.dense.npy"])
+@pytest.mark.parametrize("target", ["blocks.masks.npy", "blocks.anchors.npy", "postings.offsets.npy",
+                                    "blocks.ids.npy", "blocks.offsets.npy", "blocks.dense.npy"])
 def test_unverified_large_files_never_crash_the_c_kernels(pristine, tmp_path, monkeypatch, target):
     """Files above the size verified at open are only checksummed by `lsr check`: corrupt ids in them must
     give an error (never a crash) from the C kernels, and `lsr check` must name the problem."""

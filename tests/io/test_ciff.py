@@ -33,7 +33,8 @@ def postings_of(path, ints=None) -> dict[str, list[tuple[str, int]]]:
         dead = index.deleted_mask(seg)
         for term, token in enumerate(index.vocabulary):
             lo, hi = int(seg.postings.offsets[term]), int(seg.postings.offsets[term + 1])
-            for d, w in zip(seg.postings.docs[lo:hi].tolist(), np.asarray(seg.postings.weights[lo:hi]), strict=True):
+            docs = seg.postings.doc_ids(term, term + 1).tolist()
+            for d, w in zip(docs, np.asarray(seg.postings.weights[lo:hi]), strict=True):
                 if dead is None or not dead[d]:
                     value = int(w) if ints is None else int(ints(np.array([w]))[0])
                     out.setdefault(token, []).append((seg.external_id(d), value))

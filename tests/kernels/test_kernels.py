@@ -47,8 +47,12 @@ def collections(draw, weights=dyadic, storage=STORAGE):
     if n_docs and draw(st.booleans()):
         deleted = np.array(draw(st.lists(st.booleans(), min_size=n_docs, max_size=n_docs)), dtype=np.uint8)
     weight_dtype, scale = draw(storage)
-    postings = PostingArrays.from_documents(docs, block_size=draw(st.integers(1, 8)), weight_dtype=weight_dtype,
+    # masks of one byte (block sizes up to 8) and of several (9-17: a mask spanning bytes, 64)
+    block_size = draw(st.one_of(st.integers(1, 17), st.just(64)))
+    postings = PostingArrays.from_documents(docs, block_size=block_size, weight_dtype=weight_dtype,
                                             scale=scale)
+    if draw(st.booleans()):  # block ids as a segment of more than 65,536 blocks stores them
+        postings = postings._replace(blocks=postings.blocks._replace(ids=postings.blocks.ids.astype(np.int32)))
     return postings, queries, k, deleted
 
 
