@@ -4,7 +4,8 @@
         [--weights float32|uint8|uint16] [--block-size 8] \
         [--variant c-auto,c-blockmax,c-exhaustive,numba-auto,...] [--settings "1,0;0.9,10"]
 
-One index is built (timed: writing every file, fsyncs included) and every variant searches it; the JSON is
+One index is built (timed: writing every file, fsyncs included; --add-batch N hands the writer N documents
+per call, which keeps the build's memory bounded) and every variant searches it; the JSON is
 a list with one result object per (variant, setting). A setting is ``alpha,query_cut`` (query_cut 0 = all
 terms); "1,0", the default, is exact. Single-thread latency runs one query per call through
 ``Searcher.search`` (the library's public path, Python overhead included); the batch run passes all queries
@@ -44,6 +45,10 @@ def main() -> None:
     p.add_argument("--block-size", type=int, default=8)
     p.add_argument("--settings", default="1,0")
     p.add_argument("--reorder", choices=["none", "bp"], default="none")
+    p.add_argument("--add-batch", type=int, default=0,
+                   help="documents per IndexWriter.add call (0: all in one call); with a batch well under the "
+                        "writer's flush threshold (16M postings) the build's memory stays bounded, as `lsr index` "
+                        "adds an encode's shards")
     args = C.finish_args(p.parse_args())
     variants = (args.variant or "c-auto,c-blockmax,c-exhaustive").split(",")
     data = C.load_exchange(args.data, args.max_queries)
@@ -54,13 +59,22 @@ def main() -> None:
     shutil.rmtree(index_dir, ignore_errors=True)
     vocabulary = Vocabulary.from_tokens([f"t{i}" for i in range(d.dim)], source="benchmark")
 
+    scale = args.scale
+    if scale is None and args.weights != "float32" and args.add_batch:
+        # the writer fixes the scale at its first batch; with every document at hand, map the largest of all
+        # to the type's maximum instead (as one call would), so that no later batch is clipped
+        scale = float(np.iinfo(args.weights).max) / float(d.values.max())
+
     def build():
-        with IndexWriter.create(index_dir, vocabulary, None, weight_dtype=args.weights, scale=args.scale,
+        with IndexWriter.create(index_dir, vocabulary, None, weight_dtype=args.weights, scale=scale,
                                 block_size=args.block_size,
                                 reorder=None if args.reorder == "none" else args.reorder) as writer:
-            writer.add([str(i) for i in range(d.n)], docs)
+            step = args.add_batch or d.n
+            for a in range(0, d.n, step):
+                b = min(d.n, a + step)
+                writer.add([str(i) for i in range(a, b)], docs.slice(a, b))
 
-    _, build_s = C.timed(build)
+    _, build_s = C.timed_build(build)
     index = open_index(index_dir)
     weights = index.manifest.weights
     quantisation = None if weights["dtype"] == "float32" else {
@@ -84,6 +98,7 @@ def main() -> None:
                 + ("" if args.reorder == "none" else f" {args.reorder}")
                 + ("" if alpha == 1 and query_cut is None else f" alpha={alpha:g} cut={query_cut or 'all'}"),
                 params={"weights": weights, "block_size": args.block_size, "reorder": args.reorder, "alpha": alpha,
+                        "add_batch": args.add_batch or None,
                         "query_cut": query_cut, "lsr": __version__},
                 build_s=build_s, index_bytes=C.dir_bytes(index_dir), latency_ms=lat, qps_threads=qps,
                 results=[h.row(0)[0].tolist() for h in raw], scores=[h.row(0)[1].tolist() for h in raw],

@@ -115,7 +115,7 @@ def main() -> None:
         return LuceneImpactSearcher(str(index_dir), query_encoder=None, min_idf=args.min_idf)
 
     with C.engine_output(args):
-        searcher, build_s = C.timed(build)
+        searcher, build_s = C.timed_build(build)
     index_bytes = C.dir_bytes(index_dir)
     jsearcher = searcher.object
 

@@ -130,7 +130,7 @@ def main() -> None:
         return bmp.Searcher(str(index_path))
 
     with C.engine_output(args):
-        searcher, build_s = C.timed(build)
+        searcher, build_s = C.timed_build(build)
     index_bytes = C.dir_bytes(index_path)
 
     # Queries: dicts of float weights (BMP quantises them). A query none of whose terms is indexed would

@@ -75,7 +75,7 @@ def main() -> None:
         return index, retr
 
     with C.engine_output(args):
-        (index, retr), build_s = C.timed(build)
+        (index, retr), build_s = C.timed_build(build)
     ctxt = retr._ctxt
     index_bytes = C.dir_bytes(path)
     searched = sum(f.stat().st_size for f in path.iterdir()

@@ -63,7 +63,7 @@ def main() -> None:
             return docs.T.tocsr()  # dim x n: one row per term = a posting list
         return docs
 
-    index, build_s = C.timed(build)
+    index, build_s = C.timed_build(build)
 
     # Query objects are prepared before timing (the engine's input format, not part of the search).
     if variant == "qdt":

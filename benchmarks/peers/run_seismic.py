@@ -104,7 +104,7 @@ def main() -> None:
 
     index_bytes, save_s = None, None
     with C.engine_output(args):
-        index, build_s = C.timed(build)
+        index, build_s = C.timed_build(build)
         if not args.no_save:
             prefix = args.work / f"seismic_{variant}"
             _, save_s = C.timed(lambda: index.save(str(prefix)))

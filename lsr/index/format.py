@@ -60,7 +60,8 @@ from typing import Any, BinaryIO
 import orjson
 
 from lsr.errors import IndexFormatError, IndexLockedError, IndexNotFoundError
-from lsr.kernels._arrays import DEFAULT_BLOCK_SIZE, block_id_dtype as _kernel_block_id_dtype
+from lsr.kernels._arrays import DEFAULT_BLOCK_SIZE
+from lsr.kernels._arrays import block_id_dtype as _kernel_block_id_dtype
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,8 @@ def block_id_dtype(version: int, n_blocks: int) -> str:
     return _kernel_block_id_dtype(n_blocks).name if version >= 4 else "int32"
 
 
-def segment_tables(version: int, dim: int, n_blocks: int | None, dense_bounds: bool = True) -> dict[str, tuple[str, str]]:
+def segment_tables(version: int, dim: int, n_blocks: int | None,
+                   dense_bounds: bool = True) -> dict[str, tuple[str, str]]:
     """array name -> (file name, dtype) of a segment written in ``version`` with ``n_blocks`` blocks
     (ceil(n_docs / block_size), which picks the block ids' dtype; None: an index without blocks, version 1);
     WEIGHTS stays symbolic."""
