@@ -25,6 +25,7 @@ import _common as C  # noqa: E402
 
 from lsr import __version__  # noqa: E402
 from lsr.index import IndexWriter, Searcher, Vocabulary, open_index  # noqa: E402
+from lsr.index.merge import compact  # noqa: E402
 from lsr.kernels import set_threads  # noqa: E402
 from lsr.types import SparseBatch  # noqa: E402
 
@@ -73,6 +74,8 @@ def main() -> None:
             for a in range(0, d.n, step):
                 b = min(d.n, a + step)
                 writer.add([str(i) for i in range(a, b)], docs.slice(a, b))
+        if args.add_batch:
+            compact(index_dir)  # the flushed runs -> one segment, streamed, as `lsr index` ends (lsr.jobs.build)
 
     _, build_s = C.timed_build(build)
     index = open_index(index_dir)

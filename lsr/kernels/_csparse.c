@@ -586,6 +586,17 @@ static PyObject *finish(int status) {
     Py_RETURN_NONE;
 }
 
+/* The arrays both kernels take, o[0..10] into b[0..10], checked together (check_common). */
+static int get_common(job_t *j, PyObject **o, buf_t *b) {
+    return get_buf(o[0], &b[0], 'q', 0, "offsets") || get_buf(o[1], &b[1], 'w', 0, "weights") ||
+           get_buf(o[2], &b[2], 'q', 0, "block_offsets") || get_buf(o[3], &b[3], 'b', 0, "block_ids") ||
+           get_buf(o[4], &b[4], 'u', 0, "masks") || get_buf(o[5], &b[5], 'q', 0, "q_indptr") ||
+           get_buf(o[6], &b[6], 'i', 0, "q_indices") || get_buf(o[7], &b[7], 'f', 0, "q_values") ||
+           get_buf(o[8], &b[8], 'u', 0, "deleted") || get_buf(o[9], &b[9], 'q', 1, "out_ids") ||
+           get_buf(o[10], &b[10], 'f', 1, "out_scores") ||
+           check_common(j, &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &b[6], &b[7], &b[8], &b[9], &b[10]);
+}
+
 static PyObject *py_taat_topk(PyObject *self, PyObject *args) {
     PyObject *o[11];
     job_t j;
@@ -596,13 +607,7 @@ static PyObject *py_taat_topk(PyObject *self, PyObject *args) {
     buf_t b[11];
     memset(b, 0, sizeof b);
     j.n_docs = n_docs; j.k = k; j.q_start = q_start; j.q_end = q_end; j.id_base = id_base; j.block_size = block_size;
-    if (get_buf(o[0], &b[0], 'q', 0, "offsets") || get_buf(o[1], &b[1], 'w', 0, "weights") ||
-        get_buf(o[2], &b[2], 'q', 0, "block_offsets") || get_buf(o[3], &b[3], 'b', 0, "block_ids") ||
-        get_buf(o[4], &b[4], 'u', 0, "masks") || get_buf(o[5], &b[5], 'q', 0, "q_indptr") ||
-        get_buf(o[6], &b[6], 'i', 0, "q_indices") || get_buf(o[7], &b[7], 'f', 0, "q_values") ||
-        get_buf(o[8], &b[8], 'u', 0, "deleted") || get_buf(o[9], &b[9], 'q', 1, "out_ids") ||
-        get_buf(o[10], &b[10], 'f', 1, "out_scores") ||
-        check_common(&j, &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &b[6], &b[7], &b[8], &b[9], &b[10])) {
+    if (get_common(&j, o, b)) {
         release_all(b, 11);
         return NULL;
     }
@@ -628,16 +633,10 @@ static PyObject *py_blockmax_topk(PyObject *self, PyObject *args) {
     buf_t b[17];
     memset(b, 0, sizeof b);
     j.n_docs = n_docs; j.k = k; j.q_start = q_start; j.q_end = q_end; j.id_base = id_base; j.block_size = block_size;
-    if (get_buf(o[0], &b[0], 'q', 0, "offsets") || get_buf(o[1], &b[1], 'w', 0, "weights") ||
-        get_buf(o[2], &b[2], 'q', 0, "block_offsets") || get_buf(o[3], &b[3], 'b', 0, "block_ids") ||
-        get_buf(o[4], &b[4], 'u', 0, "masks") || get_buf(o[5], &b[5], 'q', 0, "q_indptr") ||
-        get_buf(o[6], &b[6], 'i', 0, "q_indices") || get_buf(o[7], &b[7], 'f', 0, "q_values") ||
-        get_buf(o[8], &b[8], 'u', 0, "deleted") || get_buf(o[9], &b[9], 'q', 1, "out_ids") ||
-        get_buf(o[10], &b[10], 'f', 1, "out_scores") || get_buf(o[11], &b[11], 'w', 0, "block_maxima") ||
+    if (get_common(&j, o, b) || get_buf(o[11], &b[11], 'w', 0, "block_maxima") ||
         get_buf(o[12], &b[12], 'i', 0, "anchors") || get_buf(o[13], &b[13], 'i', 0, "dense_rows") ||
         get_buf(o[14], &b[14], 'u', 0, "dense") || get_buf(o[15], &b[15], 'f', 0, "dense_scale") ||
-        get_buf(o[16], &b[16], 'I', 0, "dense_prefix") ||
-        check_common(&j, &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &b[6], &b[7], &b[8], &b[9], &b[10])) {
+        get_buf(o[16], &b[16], 'I', 0, "dense_prefix")) {
         release_all(b, 17);
         return NULL;
     }
