@@ -219,6 +219,12 @@ class Manifest:
         """Documents stored, deleted ones included (the size of the global id space)."""
         return sum(s.n_docs for s in self.segments)
 
+    @property
+    def codec_block_size(self) -> int:
+        """The block size segments are coded with: the index's, or the default for a version-1 index (which
+        had no blocks; its segments are re-coded at open and rewritten by a merge)."""
+        return self.block_size or DEFAULT_BLOCK_SIZE
+
     def tables(self, info: SegmentInfo, dense_bounds: bool = True) -> dict[str, tuple[str, str]]:
         """The arrays of one of this index's segments (see segment_tables)."""
         n_blocks = None if self.block_size is None else -(-info.n_docs // self.block_size)

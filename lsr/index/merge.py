@@ -102,7 +102,7 @@ def write_merged_segment(index: Index, run: range, out_dir: Path,
         remaps.append(remap)
         live_masks.append(live)
     n_out = base
-    builder = SegmentBuilder(out_dir, manifest.dim, n_out, manifest.weights["dtype"], _block_size(manifest),
+    builder = SegmentBuilder(out_dir, manifest.dim, n_out, manifest.weights["dtype"], manifest.codec_block_size,
                              None if manifest.dense is None else int(manifest.dense["dim"]))
     try:
         dense_rows = []
@@ -178,11 +178,6 @@ def _postings_of_range(sources: list[Segment], remaps: list[np.ndarray], lo: int
     return counts, np.concatenate(docs)[order], np.concatenate(weights)[order]
 
 
-def _block_size(manifest: fmt.Manifest) -> int:
-    """The merged segment's block size: the index's, or the default for a version-1 index (which had none)."""
-    return manifest.block_size or fmt.DEFAULT_BLOCK_SIZE
-
-
 # --------------------------------------------------------------------------------------------- publishing
 def _commit_merge(path: Path, snapshot: Index, run: range, merged_dir: Path, n_out: int, nnz: int,
                   files: dict[str, Any], hold_lock: bool, lock_wait_s: float) -> fmt.Manifest:
@@ -200,7 +195,7 @@ def _commit_merge(path: Path, snapshot: Index, run: range, merged_dir: Path, n_o
                 raise IndexFormatError(f"{path} is being written to; upgrade it from format version "
                                        f"{manifest.format_version} when no writer is adding documents.")
             manifest.format_version = fmt.FORMAT_VERSION  # every segment is rewritten: an upgrade
-            manifest.block_size = _block_size(manifest)  # a version-1 index had no blocks
+            manifest.block_size = manifest.codec_block_size  # a version-1 index had no blocks
         first = manifest.segments[run.start]
         old_lo = first.doc_base
         old_hi = old_lo + sum(s.n_docs for s in manifest.segments[run.start:run.stop])

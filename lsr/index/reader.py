@@ -18,7 +18,7 @@ import orjson
 from lsr.errors import IndexFormatError, InvalidQueryError
 from lsr.index import format as fmt
 from lsr.kernels import BlockMaxima, PostingArrays
-from lsr.kernels._arrays import ANCHOR_EVERY
+from lsr.kernels._arrays import ANCHOR_EVERY, mask_bytes
 from lsr.types import SparseBatch
 
 __all__ = ["Index", "Segment", "open_index"]
@@ -66,7 +66,7 @@ class Segment:
             log.info("segment %s has index format %d: re-coded in memory (lsr optimize rewrites it)",
                      seg_dir, manifest.format_version)
             postings = PostingArrays.from_postings(arrays["offsets"], arrays["docs"], arrays["weights"], info.n_docs,
-                                                   manifest.block_size or fmt.DEFAULT_BLOCK_SIZE,
+                                                   manifest.codec_block_size,
                                                    manifest.weights["scale"])
         else:
             dense = {key: arrays[key] for key in fmt.DENSE_ARRAYS if key in arrays}
@@ -129,7 +129,7 @@ def _check_shapes(seg_dir: Path, info: fmt.SegmentInfo, manifest: fmt.Manifest, 
             problems.append("blocks.offsets does not span blocks.ids")
         if len(a["block_maxima"]) != n_entries or len(a.get("block_starts", a["block_maxima"])) != n_entries:
             problems.append("block arrays differ in length")
-        if "block_masks" in a and (len(a["block_masks"]) != n_entries * -(-manifest.block_size // 8)
+        if "block_masks" in a and (len(a["block_masks"]) != n_entries * mask_bytes(manifest.block_size)
                                    or len(a["block_anchors"]) != -(-n_entries // ANCHOR_EVERY)):
             problems.append("block masks or anchors do not match the block entries")
     if "dense" in a:
