@@ -5,10 +5,10 @@
 Backends (``auto`` picks the fastest installed): ``c`` (the compiled extension ``_csparse``), ``numba``,
 and ``numpy`` (the scipy oracle in :mod:`lsr.kernels.reference`, exhaustive only).
 Algorithms: ``exhaustive`` (term-at-a-time over every posting of the query's terms), ``blockmax``
-(per-block upper bounds, blocks visited by decreasing bound until none can beat the k-th score; exact),
-and ``auto``: block-max that switches a query to exhaustive scoring when, after its best blocks set a
-threshold, scoring the blocks still in the running would cost more (long queries, small or unclustered
-collections).
+(per-block upper bounds, blocks visited by decreasing bound until none can beat the k-th score; exact;
+guarded: it hands a query to exhaustive scoring once its work reaches half of exhaustive's predicted cost),
+and ``auto``: guarded block-max that also goes exhaustive, up front or after its seed blocks, wherever the
+cost model (lsr/kernels/cost_model.py) predicts exhaustive scoring to be cheaper.
 Approximation knobs, both off by default: ``alpha < 1`` skips a block unless ``alpha x bound`` reaches
 the k-th score (BMP's factor), and ``query_cut`` keeps each query's heaviest terms (Seismic's query cut).
 Every exact configuration returns exactly the oracle's result (tests/kernels); callers never depend on
@@ -25,6 +25,7 @@ import numpy as np
 
 from lsr.errors import InvalidQueryError, MissingDependencyError
 from lsr.kernels._arrays import WEIGHT_DTYPES, BlockMaxima, PostingArrays, quantize
+from lsr.kernels.cost_model import FITTED, MODES, CostModel
 from lsr.kernels.reference import scaled_query_values
 from lsr.types import Hits, SparseBatch
 
@@ -144,11 +145,17 @@ def topk(
     algorithm: str = "auto",
     alpha: float = 1.0,
     query_cut: int | None = None,
+    cost_model: CostModel = FITTED,
+    stats: np.ndarray | None = None,
 ) -> Hits:
     """Top-``k`` documents of one segment for each query (exact unless ``alpha`` < 1 or ``query_cut``).
 
     ``deleted`` is an optional uint8/bool mask over the segment's documents (non-zero = skip).
     ``id_base`` is added to every returned id (the segment's first global id).
+    ``cost_model`` decides the route of ``auto`` and when ``blockmax`` gives up (lsr/kernels/cost_model.py);
+    ``stats``, an int64 array of n_queries x 4, receives per query (block-max algorithms only): the route
+    taken (0 block-max, 1 exhaustive from the start, 2 handed over to exhaustive), the seed blocks scored,
+    the candidate blocks after the seeds and the candidates scored.
     """
     k = check_k(k)
     alpha = check_alpha(alpha)
@@ -181,5 +188,5 @@ def topk(
         # seed blocks must hold enough documents to fill the top k twice over
         n_seeds = max(16, -(-2 * k // postings.blocks.block_size))
         impl.blockmax_topk(postings, queries.indptr, queries.indices, q_values, k, mask, hits.ids, hits.scores,
-                           id_base, alpha, adaptive=algorithm == "auto", n_seeds=n_seeds)
+                           id_base, alpha, mode=MODES[algorithm], cost=cost_model, n_seeds=n_seeds, stats=stats)
     return hits

@@ -6,6 +6,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from lsr.kernels import _csparse
+from lsr.kernels.cost_model import FITTED, MODES
 
 __all__ = ["taat_topk", "blockmax_topk", "set_threads"]
 
@@ -26,15 +27,15 @@ def _ranges(n_queries: int) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1]) for i in range(n_chunks) if bounds[i] < bounds[i + 1]]
 
 
-def _run(fn, args_before_range: tuple, id_base: int, n_queries: int) -> None:
+def _run(fn, args_before_range: tuple, id_base: int, n_queries: int, args_after_range: tuple = ()) -> None:
     global _pool
     ranges = _ranges(n_queries)
     if len(ranges) <= 1:
-        fn(*args_before_range, 0, n_queries, id_base)
+        fn(*args_before_range, 0, n_queries, id_base, *args_after_range)
         return
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=_threads, thread_name_prefix="lsr-kernel")
-    for future in [_pool.submit(fn, *args_before_range, lo, hi, id_base) for lo, hi in ranges]:
+    for future in [_pool.submit(fn, *args_before_range, lo, hi, id_base, *args_after_range) for lo, hi in ranges]:
         future.result()
 
 
@@ -46,9 +47,10 @@ def taat_topk(postings, q_indptr, q_indices, q_values, k, deleted, out_ids, out_
 
 
 def blockmax_topk(postings, q_indptr, q_indices, q_values, k, deleted, out_ids, out_scores, id_base=0, alpha=1.0,
-                  adaptive=False, n_seeds=16):
+                  mode=MODES["pure"], cost=FITTED, n_seeds=16, stats=None):
     b = postings.blocks
     _run(_csparse.blockmax_topk, (postings.offsets, postings.weights, b.offsets, b.ids, b.masks, b.block_size,
                                   b.maxima, b.anchors, b.dense_rows, b.dense, b.dense_scale, b.dense_prefix,
                                   q_indptr, q_indices, q_values, postings.n_docs, k, deleted, float(alpha), n_seeds,
-                                  bool(adaptive), out_ids, out_scores), id_base, len(q_indptr) - 1)
+                                  int(mode), cost.as_array(), out_ids, out_scores),
+         id_base, len(q_indptr) - 1, (stats,))

@@ -380,15 +380,32 @@ static int run_taat(const job_t *j) {
 }
 
 /* ------------------------------------------------------------------------------------------ block-max */
+/* The cost model (lsr/kernels/cost_model.py owns it and its fit; ARCHITECTURE.md explains it): predicted
+ * time of exhaustive scoring and of block-max's parts, from counts known before a query is scored. */
+enum { COST_POSTING, COST_SCAN_DOC, COST_TERM, COST_ENTRY, COST_ROW_BLOCK, COST_BLOCK, COST_BLOCK_TERM,
+       COST_CAND_SORT, COST_SCORED_RATIO, COST_SCORED_EXPONENT, COST_GUARD, COST_N };
+/* MODE_PURE: block-max to the end (tests); MODE_GUARDED: block-max that hands the query to exhaustive
+ * scoring once its own work reaches COST_GUARD x exhaustive's predicted cost (so it costs at most about
+ * 1 + COST_GUARD times exhaustive); MODE_AUTO: guarded, and after the seeds it also goes exhaustive when
+ * the blocks still to score are predicted to cost more than exhaustive scoring. */
+enum { MODE_PURE, MODE_GUARDED, MODE_AUTO };
+
 typedef struct {
     const void *maxima; const int32_t *anchors; int64_t n_anchors;
     float alpha;
     int64_t n_seeds;
-    int adaptive; /* fall back to exhaustive scoring when too many blocks remain to be scored */
+    int mode; /* MODE_*: how block-max may hand a query over to exhaustive scoring */
+    double cost[COST_N]; /* the cost model (COST_*), lsr/kernels/cost_model.py */
     const int32_t *dense_rows; /* per term: its row of dense bounds, or -1; NULL when there are none */
     const uint8_t *dense; const float *dense_scale; int64_t n_dense;
     const uint32_t *dense_prefix; int64_t n_chunks;
+    int64_t *stats; /* per query STATS_N counters (see STAT_*), or NULL */
 } blocks_t;
+
+/* What block-max did with each query, for the cost model's fit and for tests: the route it took, the seed
+ * blocks it scored, the candidate blocks left after the seeds, and the candidates it scored. */
+enum { STAT_ROUTE, STAT_SEEDS, STAT_CANDIDATES, STAT_SCORED, STATS_N };
+enum { ROUTE_BLOCKMAX, ROUTE_EXHAUSTIVE, ROUTE_FALLBACK };
 
 /* A dense row's bound of block b is float(row[b]) * scale. It is multiplied by the query weight as
  * (weight * scale * DENSE_MARGIN) * row[b]: a different rounding order from the exact weight * value, so the
@@ -402,13 +419,6 @@ __attribute__((target_clones("avx2", "default")))
 static void dense_add(float *restrict ub, const uint8_t *restrict row, float c, int64_t n) {
     for (int64_t b = 0; b < n; b++) ub[b] += c * (float)row[b];
 }
-
-/* Adaptive mode: scoring one (block, query term) pair costs about as much as this many postings of
- * exhaustive scoring (a few cache misses against ~3 ns a posting; measured on enwiki-100k, see
- * benchmarks/README.md). A query whose seeds alone would cost more than half its postings is scored
- * exhaustively from the start; otherwise block-max goes on until it has spent what exhaustive scoring
- * would cost, and hands the query over to it if it is not done by then. */
-#define BLOCK_TERM_COST 40
 
 /* every ANCHOR_EVERY-th entry's first posting is stored (lsr/kernels/_arrays.py ANCHOR_EVERY) */
 #define ANCHOR_EVERY 16
@@ -501,13 +511,27 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
     for (int64_t q = j->q_start; q < j->q_end && status == 0; q++) {
         int64_t q_lo = j->q_indptr[q], q_hi = j->q_indptr[q + 1];
         if (q_hi == q_lo) continue; /* no terms: no hits (the outputs stay padded) */
-        int64_t postings = 0;
-        for (int64_t i = q_lo; i < q_hi; i++) postings += j->offsets[j->q_indices[i] + 1] - j->offsets[j->q_indices[i]];
-        if (bl->adaptive && 2 * n_seeds * (q_hi - q_lo) * BLOCK_TERM_COST > postings) {
+        /* the cost model's inputs: postings, sparse entries and dense rows of the query's terms */
+        const double *cm = bl->cost;
+        int64_t postings = 0, entries = 0, rows = 0, n_terms = q_hi - q_lo;
+        for (int64_t i = q_lo; i < q_hi; i++) {
+            int32_t t = j->q_indices[i];
+            postings += j->offsets[t + 1] - j->offsets[t];
+            if (bl->dense_rows && bl->dense_rows[t] >= 0) rows++;
+            else entries += j->b_offsets[t + 1] - j->b_offsets[t];
+        }
+        int64_t scanned = postings * DENSE_SCAN_RATIO >= n_docs ? n_docs : (postings < n_docs ? postings : n_docs);
+        double t_exhaustive = cm[COST_POSTING] * postings + cm[COST_SCAN_DOC] * scanned + cm[COST_TERM] * n_terms;
+        double t_bounds = cm[COST_ENTRY] * entries + cm[COST_ROW_BLOCK] * rows * n_blocks + cm[COST_BLOCK] * n_blocks;
+        double per_block = fmax(cm[COST_BLOCK_TERM] * n_terms, 1e-9); /* scoring one block */
+        /* what block-max may spend before it gives up (none of it in MODE_PURE) */
+        double limit = bl->mode == MODE_PURE || isinf(cm[COST_GUARD]) ? INFINITY : cm[COST_GUARD] * t_exhaustive;
+        if (t_bounds + per_block * (n_seeds < n_blocks ? n_seeds : n_blocks) > limit) {
             if (!ts.acc && taat_scratch_get(&ts, n_docs) != 0) { status = -1; break; }
             int64_t size = taat_query(j, q, &ts, sc.hs, sc.hd, wt);
             if (size < 0) { status = (int)size; break; }
             heap_drain(sc.hs, sc.hd, size, j->out_ids + q * k, j->out_scores + q * k, j->id_base);
+            if (bl->stats) bl->stats[q * STATS_N + STAT_ROUTE] = ROUTE_EXHAUSTIVE;
             continue;
         }
         for (int64_t i = q_lo; i < q_hi && status == 0; i++) {
@@ -541,17 +565,29 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
                 if (bound * bl->alpha >= threshold) { cand[n_cand].bound = bound; cand[n_cand].id = (int32_t)b; n_cand++; }
             }
         }
-        /* adaptive: the blocks that may be scored before exhaustive scoring would have been cheaper; past
-         * that, the query is scored exhaustively (so auto costs at most about twice the better of the two) */
-        int64_t budget = bl->adaptive ? postings / ((q_hi - q_lo) * BLOCK_TERM_COST) - n_seed : n_cand;
-        int fallback = bl->adaptive && n_cand > 4 * budget; /* clearly too many: do not even sort them */
+        /* the candidates block-max may still score within its limit; auto also predicts how many it will
+         * score (a fitted share of the candidates) and goes exhaustive now if that costs more */
+        double t_sort = cm[COST_CAND_SORT] * n_cand * log2((double)(n_cand > 2 ? n_cand : 2));
+        double left = limit - t_bounds - per_block * n_seed - t_sort;
+        int64_t budget = isinf(limit) || left / per_block >= (double)n_cand ? n_cand : left > 0 ? (int64_t)(left / per_block) : 0;
+        int fallback = n_cand > 4 * budget; /* clearly too many: do not even sort */
+        if (bl->mode == MODE_AUTO &&
+            t_sort + per_block * cm[COST_SCORED_RATIO] * pow((double)n_cand, cm[COST_SCORED_EXPONENT]) > t_exhaustive)
+            fallback = 1;
+        int64_t n_scored = 0;
         if (!fallback) {
             qsort(cand, (size_t)n_cand, sizeof(cand_t), cmp_cand);
             for (int64_t c = 0; c < n_cand && status == 0; c++) {
                 if (sc.size == k && cand[c].bound * bl->alpha < sc.hs[0]) break;
                 if (c >= budget) { fallback = 1; break; }
                 status = score_block(j, bl, &sc, q_lo, q_hi, cand[c].id, wt);
+                n_scored++;
             }
+        }
+        if (bl->stats) {
+            int64_t *st = bl->stats + q * STATS_N;
+            st[STAT_ROUTE] = fallback ? ROUTE_FALLBACK : ROUTE_BLOCKMAX;
+            st[STAT_SEEDS] = n_seed; st[STAT_CANDIDATES] = n_cand; st[STAT_SCORED] = n_scored;
         }
         if (fallback && status == 0) {
             if (!ts.acc && taat_scratch_get(&ts, n_docs) != 0) { status = -1; break; }
@@ -624,24 +660,36 @@ static PyObject *py_blockmax_topk(PyObject *self, PyObject *args) {
     PyObject *o[18];
     job_t j;
     blocks_t bl;
+    o[17] = NULL;
     long long block_size, n_docs, k, q_start, q_end, id_base, n_seeds;
     double alpha;
-    int adaptive;
-    if (!PyArg_ParseTuple(args, "OOOOOLOOOOOOOOOLLOdLpOOLLL", &o[0], &o[1], &o[2], &o[3], &o[4], &block_size,
+    int mode;
+    PyObject *cost_obj;
+    if (!PyArg_ParseTuple(args, "OOOOOLOOOOOOOOOLLOdLiOOOLLL|O", &o[0], &o[1], &o[2], &o[3], &o[4], &block_size,
                           &o[11], &o[12], &o[13], &o[14], &o[15], &o[16], &o[5], &o[6], &o[7], &n_docs, &k, &o[8],
-                          &alpha, &n_seeds, &adaptive, &o[9], &o[10], &q_start, &q_end, &id_base))
+                          &alpha, &n_seeds, &mode, &cost_obj, &o[9], &o[10], &q_start, &q_end, &id_base, &o[17]))
         return NULL;
-    buf_t b[17];
+    buf_t b[18];
     memset(b, 0, sizeof b);
     j.n_docs = n_docs; j.k = k; j.q_start = q_start; j.q_end = q_end; j.id_base = id_base; j.block_size = block_size;
     if (get_common(&j, o, b) || get_buf(o[11], &b[11], 'w', 0, "block_maxima") ||
         get_buf(o[12], &b[12], 'i', 0, "anchors") || get_buf(o[13], &b[13], 'i', 0, "dense_rows") ||
         get_buf(o[14], &b[14], 'u', 0, "dense") || get_buf(o[15], &b[15], 'f', 0, "dense_scale") ||
-        get_buf(o[16], &b[16], 'I', 0, "dense_prefix")) {
-        release_all(b, 17);
+        get_buf(o[16], &b[16], 'I', 0, "dense_prefix") ||
+        (o[17] && o[17] != Py_None && get_buf(o[17], &b[17], 'q', 1, "stats"))) {
+        release_all(b, 18);
         return NULL;
     }
-    bl.alpha = (float)alpha; bl.n_seeds = n_seeds; bl.adaptive = adaptive;
+    bl.stats = b[17].held ? b[17].view.buf : NULL;
+    bl.alpha = (float)alpha; bl.n_seeds = n_seeds; bl.mode = mode;
+    {
+        Py_buffer cv;
+        if (PyObject_GetBuffer(cost_obj, &cv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) { release_all(b, 18); return NULL; }
+        int ok = cv.itemsize == 8 && cv.format && strchr(cv.format, 'd') && cv.len == (Py_ssize_t)sizeof bl.cost;
+        if (ok) memcpy(bl.cost, cv.buf, sizeof bl.cost);
+        PyBuffer_Release(&cv);
+        if (!ok) { release_all(b, 18); PyErr_SetString(PyExc_ValueError, "cost must be a float64 array of COST_N values"); return NULL; }
+    }
     bl.n_dense = n_items(&b[15]);
     bl.dense_rows = n_items(&b[13]) ? b[13].view.buf : NULL;
     bl.dense = b[14].view.buf; bl.dense_scale = b[15].view.buf; bl.dense_prefix = b[16].view.buf;
@@ -649,11 +697,13 @@ static PyObject *py_blockmax_topk(PyObject *self, PyObject *args) {
     bl.maxima = b[11].view.buf; bl.anchors = b[12].view.buf; bl.n_anchors = n_items(&b[12]);
     const char *err = NULL;
     if (n_seeds < 1 || n_seeds > (1 << 20)) err = "n_seeds must be in [1, 2^20]";
+    else if (mode < MODE_PURE || mode > MODE_AUTO) err = "mode must be 0 (pure), 1 (guarded) or 2 (auto)";
     else if (!(alpha > 0.0 && alpha <= 1.0)) err = "alpha must be in (0, 1]";
     else if (b[11].view.itemsize != b[1].view.itemsize) err = "block maxima and weights differ in dtype";
     else if (n_items(&b[11]) != j.n_entries) err = "block arrays differ in length";
     else if (bl.n_anchors != (j.n_entries + ANCHOR_EVERY - 1) / ANCHOR_EVERY) err = "anchors must have ceil(n_entries / 16) entries";
     else if (bl.dense_rows && n_items(&b[13]) != j.dim) err = "dense_rows must have dim entries";
+    else if (bl.stats && n_items(&b[17]) != j.n_queries * STATS_N) err = "stats must have n_queries x 4 entries";
     else if (n_items(&b[14]) != bl.n_dense * j.n_blocks) err = "dense bounds must have n_rows x n_blocks entries";
     else if (n_items(&b[16]) != bl.n_dense * bl.n_chunks) err = "dense prefixes must have n_rows x n_chunks entries";
     else {
@@ -665,7 +715,7 @@ static PyObject *py_blockmax_topk(PyObject *self, PyObject *args) {
         }
     }
     if (err) {
-        release_all(b, 17);
+        release_all(b, 18);
         PyErr_SetString(PyExc_ValueError, err);
         return NULL;
     }
@@ -673,7 +723,7 @@ static PyObject *py_blockmax_topk(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     status = run_blockmax(&j, &bl);
     Py_END_ALLOW_THREADS
-    release_all(b, 17);
+    release_all(b, 18);
     return finish(status);
 }
 
@@ -684,7 +734,7 @@ static PyMethodDef methods[] = {
     {"blockmax_topk", py_blockmax_topk, METH_VARARGS,
      "blockmax_topk(offsets, weights, block_offsets, block_ids, masks, block_size, block_maxima, anchors,"
      " dense_rows, dense, dense_scale, dense_prefix, q_indptr, q_indices, q_values, n_docs, k, deleted, alpha,"
-     " n_seeds, adaptive, out_ids, out_scores, q_start, q_end, id_base) -> None"},
+     " n_seeds, mode, cost, out_ids, out_scores, q_start, q_end, id_base[, stats]) -> None"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -14,6 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from lsr.kernels._arrays import ANCHOR_EVERY, POPCOUNT8
+from lsr.kernels.cost_model import FITTED, MODES
 
 __all__ = ["taat_topk", "blockmax_topk"]
 
@@ -253,11 +254,13 @@ def _score_block(b, block_size, q_lo, q_hi, q_indices, q_values, offsets, weight
     return size
 
 
-# Adaptive mode: scoring one (block, query term) pair costs about as much as this many postings of exhaustive
-# scoring. A query whose seeds alone would cost more than half its postings is scored exhaustively from the
-# start; otherwise block-max goes on until it has spent what exhaustive scoring would cost, and hands the
-# query over to it if it is not done by then. (Same rule and constant as the C kernel.)
-BLOCK_TERM_COST = 40
+# The cost model's fields, in CostModel order (lsr/kernels/cost_model.py; the C kernel's COST_* enum), and
+# the modes (MODES there): block-max to the end, guarded block-max, auto.
+(C_POSTING, C_SCAN_DOC, C_TERM, C_ENTRY, C_ROW_BLOCK, C_BLOCK, C_BLOCK_TERM, C_CAND_SORT, C_SCORED_RATIO,
+ C_SCORED_EXPONENT, C_GUARD) = range(11)
+MODE_PURE, MODE_GUARDED, MODE_AUTO = range(3)
+ROUTE_BLOCKMAX, ROUTE_EXHAUSTIVE, ROUTE_FALLBACK = range(3)
+DENSE_SCAN_RATIO = 4
 
 
 # A dense row's bound is float(row[b]) * scale, multiplied by the query weight in another order than the
@@ -267,8 +270,8 @@ DENSE_MARGIN = np.float32(1.0 + 2.0**-20)
 
 @njit(parallel=True, nogil=True, cache=True)
 def _blockmax(offsets, weights, b_offsets, b_ids, b_max, masks, anchors, dense_rows, dense, dense_scale,
-              dense_prefix, block_size, q_indptr, q_indices, q_values, n_docs, k, deleted, alpha, n_seeds, adaptive,
-              n_chunks, id_base, out_ids, out_scores, acc_all, seen_all, touched_all, ub_all, local_all):
+              dense_prefix, block_size, q_indptr, q_indices, q_values, n_docs, k, deleted, alpha, n_seeds, mode, cm,
+              n_chunks, id_base, out_ids, out_scores, acc_all, seen_all, touched_all, ub_all, local_all, stats):
     n_queries = len(q_indptr) - 1
     n_blocks = (n_docs + block_size - 1) // block_size
     n_chunks64 = (n_blocks + 63) // 64
@@ -289,13 +292,29 @@ def _blockmax(offsets, weights, b_offsets, b_ids, b_max, masks, anchors, dense_r
             q_lo, q_hi = q_indptr[q], q_indptr[q + 1]
             if q_hi == q_lo:
                 continue  # no terms: no hits (the outputs stay padded)
+            # the cost model's inputs: postings, sparse entries and dense rows of the query's terms
             postings = 0
+            entries = 0
+            rows = 0
+            n_terms = q_hi - q_lo
             for j in range(q_lo, q_hi):
-                postings += offsets[q_indices[j] + 1] - offsets[q_indices[j]]
-            if adaptive and 2 * n_seeds * (q_hi - q_lo) * BLOCK_TERM_COST > postings:
+                t = q_indices[j]
+                postings += offsets[t + 1] - offsets[t]
+                if len(dense_rows) and dense_rows[t] >= 0:
+                    rows += 1
+                else:
+                    entries += b_offsets[t + 1] - b_offsets[t]
+            scanned = n_docs if postings * DENSE_SCAN_RATIO >= n_docs else min(postings, n_docs)
+            t_exhaustive = cm[C_POSTING] * postings + cm[C_SCAN_DOC] * scanned + cm[C_TERM] * n_terms
+            t_bounds = cm[C_ENTRY] * entries + cm[C_ROW_BLOCK] * rows * n_blocks + cm[C_BLOCK] * n_blocks
+            per_block = max(cm[C_BLOCK_TERM] * n_terms, 1e-9)
+            limit = np.inf if mode == MODE_PURE or np.isinf(cm[C_GUARD]) else cm[C_GUARD] * t_exhaustive
+            if t_bounds + per_block * min(n_seeds, n_blocks) > limit:
                 size = _taat_query(q, offsets, weights, b_offsets, b_ids, masks, block_size, q_indptr, q_indices,
                                    q_values, k, deleted, has_deleted, acc, seen, touched, heap_s, heap_d)
                 heap_drain(heap_s, heap_d, size, out_ids, out_scores, q, id_base)
+                if len(stats):
+                    stats[q, 0] = ROUTE_EXHAUSTIVE
                 continue
             # 1. a bound per block: sum over query terms of weight x the term's block maximum, in query-term
             #    order -- the order exact scores are summed in, so (float addition being monotone) no document
@@ -335,10 +354,19 @@ def _blockmax(offsets, weights, b_offsets, b_ids, b_max, masks, anchors, dense_r
                         cand_s[n_cand] = bound
                         cand_b[n_cand] = b
                         n_cand += 1
-            # adaptive: the blocks that may be scored before exhaustive scoring would have been cheaper; past
-            # that, the query is scored exhaustively (so auto costs at most about twice the better of the two)
-            budget = postings // ((q_hi - q_lo) * BLOCK_TERM_COST) - n_seed if adaptive else n_cand
-            fallback = adaptive and n_cand > 4 * budget
+            # the candidates block-max may still score within its limit; auto also predicts how many it will
+            # score (a fitted share of the candidates) and goes exhaustive now if that costs more
+            t_sort = cm[C_CAND_SORT] * n_cand * np.log2(max(n_cand, 2))
+            left = limit - t_bounds - per_block * n_seed - t_sort
+            if np.isinf(limit) or left / per_block >= n_cand:
+                budget = n_cand
+            else:
+                budget = np.int64(left / per_block) if left > 0 else 0
+            fallback = n_cand > 4 * budget
+            predicted = per_block * cm[C_SCORED_RATIO] * np.float64(n_cand) ** cm[C_SCORED_EXPONENT]
+            if mode == MODE_AUTO and t_sort + predicted > t_exhaustive:
+                fallback = True
+            n_scored = 0
             if not fallback:
                 order = np.argsort(-cand_s[:n_cand])
                 for i in range(n_cand):
@@ -352,6 +380,12 @@ def _blockmax(offsets, weights, b_offsets, b_ids, b_max, masks, anchors, dense_r
                                         weights, b_offsets, b_ids, masks, anchors, dense_rows, dense, dense_prefix,
                                         n_blocks, n_chunks64, local, n_docs, deleted, has_deleted, heap_s, heap_d,
                                         size, k)
+                    n_scored += 1
+            if len(stats):
+                stats[q, 0] = ROUTE_FALLBACK if fallback else ROUTE_BLOCKMAX
+                stats[q, 1] = n_seed
+                stats[q, 2] = n_cand
+                stats[q, 3] = n_scored
             if fallback:
                 size = _taat_query(q, offsets, weights, b_offsets, b_ids, masks, block_size, q_indptr, q_indices,
                                    q_values, k, deleted, has_deleted, acc, seen, touched, heap_s, heap_d)
@@ -359,9 +393,10 @@ def _blockmax(offsets, weights, b_offsets, b_ids, b_max, masks, anchors, dense_r
 
 
 def blockmax_topk(postings, q_indptr, q_indices, q_values, k, deleted, out_ids, out_scores, id_base=0, alpha=1.0,
-                  adaptive=False, n_seeds=16):
-    """Block-max pruned top-k; exact (the oracle's result) when ``alpha`` is 1. ``adaptive`` scores a query
-    exhaustively instead when too many blocks would remain to be scored."""
+                  mode=MODES["pure"], cost=FITTED, n_seeds=16, stats=None):
+    """Block-max pruned top-k; exact (the oracle's result) when ``alpha`` is 1. ``mode`` and ``cost`` decide
+    when a query is scored exhaustively instead (lsr/kernels/cost_model.py); ``stats`` (int64, n_queries x 4)
+    receives what happened to each query, as the C kernel's."""
     n_queries = len(q_indptr) - 1
     n_chunks = max(1, min(n_queries, numba.get_num_threads()))
     blocks = postings.blocks
@@ -371,4 +406,5 @@ def blockmax_topk(postings, q_indptr, q_indices, q_values, k, deleted, out_ids, 
     _blockmax(postings.offsets, postings.weights, blocks.offsets, blocks.ids, blocks.maxima, blocks.masks,
               blocks.anchors, blocks.dense_rows, blocks.dense, blocks.dense_scale, blocks.dense_prefix,
               blocks.block_size, q_indptr, q_indices, q_values, n_docs, k, deleted, np.float32(alpha), n_seeds,
-              bool(adaptive), n_chunks, id_base, out_ids, out_scores, acc, seen, touched, ub, local)
+              int(mode), cost.as_array(), n_chunks, id_base, out_ids, out_scores, acc, seen, touched, ub, local,
+              np.zeros((0, 4), np.int64) if stats is None else stats.reshape(-1, 4))

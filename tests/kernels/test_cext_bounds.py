@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lsr.kernels import PostingArrays
+from lsr.kernels.cost_model import PURE_BLOCKMAX
 from lsr.types import SparseBatch
 
 _csparse = pytest.importorskip("lsr.kernels._csparse", reason="the C extension is not built")
@@ -24,7 +25,8 @@ def _case():
         "q_values": q.values.copy(), "deleted": np.zeros(0, np.uint8),
         "out_ids": np.full((1, 2), -1, np.int64), "out_scores": np.full((1, 2), -np.inf, np.float32),
     }
-    return arrays, {"n_docs": 3, "k": 2, "block_size": 2, "alpha": 1.0, "n_seeds": 1, "adaptive": False,
+    return arrays, {"n_docs": 3, "k": 2, "block_size": 2, "alpha": 1.0, "n_seeds": 1, "mode": 0,
+                    "cost": PURE_BLOCKMAX.as_array(), "stats": None,
                     "q_start": 0, "q_end": 1}
 
 
@@ -38,8 +40,8 @@ def blockmax(a, s):
     _csparse.blockmax_topk(a["offsets"], a["weights"], a["b_offsets"], a["b_ids"], a["masks"], s["block_size"],
                            a["b_max"], a["anchors"], a["dense_rows"], a["dense"], a["dense_scale"], a["dense_prefix"],
                            a["q_indptr"], a["q_indices"], a["q_values"],
-                           s["n_docs"], s["k"], a["deleted"], s["alpha"], s["n_seeds"], s["adaptive"], a["out_ids"],
-                           a["out_scores"], s["q_start"], s["q_end"], 0)
+                           s["n_docs"], s["k"], a["deleted"], s["alpha"], s["n_seeds"], s["mode"], s["cost"],
+                           a["out_ids"], a["out_scores"], s["q_start"], s["q_end"], 0, s["stats"])
 
 
 @pytest.mark.parametrize("fn", [taat, blockmax])
@@ -86,6 +88,11 @@ BLOCK_BREAKAGES = {
     "alpha above 1": lambda a, s: s.__setitem__("alpha", 2.0),
     "block size smaller than the data's": lambda a, s: s.__setitem__("block_size", 1),
     "no seeds": lambda a, s: s.__setitem__("n_seeds", 0),
+    "unknown mode": lambda a, s: s.__setitem__("mode", 3),
+    "cost model too short": lambda a, s: s.__setitem__("cost", s["cost"][:-1]),
+    "cost model as float32": lambda a, s: s.__setitem__("cost", s["cost"].astype(np.float32)),
+    "stats too small": lambda a, s: s.__setitem__("stats", np.zeros(3, np.int64)),
+    "read-only stats": lambda a, s: s.__setitem__("stats", np.zeros(4, np.int64)) or s["stats"].setflags(write=False),
     "dense row beyond the rows": lambda a, s: a["dense_rows"].__setitem__(0, 50),
     "dense rows of the wrong length": lambda a, s: a.__setitem__("dense_rows", a["dense_rows"][:-1]),
     "dense bounds of the wrong length": lambda a, s: a.__setitem__("dense", a["dense"][:-1]),

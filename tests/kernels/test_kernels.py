@@ -9,11 +9,15 @@ from hypothesis import strategies as st
 
 from lsr.errors import InvalidQueryError, MissingDependencyError
 from lsr.kernels import ALGORITHMS, PostingArrays, available_backends, cut_queries, reference, resolve_backend, topk
+from lsr.kernels.cost_model import FITTED, PURE_BLOCKMAX, CostModel
 from lsr.types import Hits, SparseBatch
 
 BACKENDS = available_backends()
-# every (backend, algorithm) pair that exists; the numpy oracle only scores exhaustively
-CONFIGS = [(b, a) for b in BACKENDS for a in ALGORITHMS if not (b == "numpy" and a == "blockmax")]
+# every (backend, algorithm) pair that exists; the numpy oracle only scores exhaustively. "blockmax-pure"
+# is block-max that never hands a query over to exhaustive scoring: on these small collections the cost
+# model would send nearly every query there, and the block-max code must be checked too
+CONFIGS = [(b, a) for b in BACKENDS for a in (*ALGORITHMS, "blockmax-pure")
+           if not (b == "numpy" and a.startswith("blockmax"))]
 PRUNING_BACKENDS = [b for b in BACKENDS if b != "numpy"]
 CONFIG_IDS = [f"{b}-{a}" for b, a in CONFIGS]
 
@@ -56,6 +60,12 @@ def collections(draw, weights=dyadic, storage=STORAGE):
     return postings, queries, k, deleted
 
 
+def search(postings, queries, k, deleted=None, backend="auto", algorithm="auto", **options) -> Hits:
+    """topk, with "blockmax-pure" standing for block-max under a cost model that never gives up."""
+    algorithm, cost = ("blockmax", PURE_BLOCKMAX) if algorithm == "blockmax-pure" else (algorithm, FITTED)
+    return topk(postings, queries, k, deleted, backend, algorithm=algorithm, cost_model=cost, **options)
+
+
 def assert_same_hits(got: Hits, want: Hits) -> None:
     got.validate()
     np.testing.assert_array_equal(got.ids, want.ids)
@@ -66,7 +76,7 @@ def assert_same_hits(got: Hits, want: Hits) -> None:
 @given(case=collections())
 def test_equals_oracle_exactly(backend, algorithm, case):
     postings, queries, k, deleted = case
-    got = topk(postings, queries, k, deleted, backend, algorithm=algorithm)
+    got = search(postings, queries, k, deleted, backend, algorithm=algorithm)
     assert_same_hits(got, reference.topk(postings, queries, k, deleted))
 
 
@@ -76,7 +86,7 @@ def test_equals_oracle_on_arbitrary_floats(backend, algorithm, case):
     """With arbitrary weights the summation order may change the last bits: scores must agree within
     float32 tolerance, and every returned document must truly have the score it is reported with."""
     postings, queries, k, deleted = case
-    got = topk(postings, queries, k, deleted, backend, algorithm=algorithm).validate()
+    got = search(postings, queries, k, deleted, backend, algorithm=algorithm).validate()
     want = reference.topk(postings, queries, k, deleted)
     np.testing.assert_array_equal(got.ids >= 0, want.ids >= 0)
     np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5, atol=1e-4)
@@ -90,8 +100,8 @@ def test_equals_oracle_on_arbitrary_floats(backend, algorithm, case):
 @given(case=collections(), base=st.integers(0, 10_000))
 def test_id_base_offsets_every_hit(backend, algorithm, case, base):
     postings, queries, k, deleted = case
-    plain = topk(postings, queries, k, deleted, backend, algorithm=algorithm)
-    shifted = topk(postings, queries, k, deleted, backend, id_base=base, algorithm=algorithm)
+    plain = search(postings, queries, k, deleted, backend, algorithm=algorithm)
+    shifted = search(postings, queries, k, deleted, backend, id_base=base, algorithm=algorithm)
     np.testing.assert_array_equal(shifted.ids, np.where(plain.ids >= 0, plain.ids + base, -1))
 
 
@@ -101,8 +111,8 @@ def test_approximate_hits_are_true_hits(backend, case, alpha, query_cut):
     """Approximate mode may miss documents, never invent them: each hit has its true score (for the cut
     query), rows are ordered, and alpha = 1 without a cut is exactly the oracle."""
     postings, queries, k, deleted = case
-    got = topk(postings, queries, k, deleted, backend, algorithm="blockmax", alpha=alpha,
-               query_cut=query_cut).validate()
+    got = search(postings, queries, k, deleted, backend, algorithm="blockmax-pure", alpha=alpha,
+                 query_cut=query_cut).validate()
     full = reference.score_all(postings, cut_queries(queries, query_cut))
     for i in range(got.n):
         ids, scores = got.row(i)
@@ -111,6 +121,40 @@ def test_approximate_hits_are_true_hits(backend, case, alpha, query_cut):
             assert not deleted[ids].any()
     if alpha == 1.0 and query_cut is None:
         assert_same_hits(got, reference.topk(postings, queries, k, deleted))
+
+
+cost_models = st.builds(
+    CostModel, *[st.floats(0.0, 100.0) for _ in range(8)], st.floats(0.0, 2.0), st.floats(0.0, 1.5),
+    st.one_of(st.floats(0.0, 3.0), st.just(float("inf"))))
+
+
+@pytest.mark.parametrize("backend", PRUNING_BACKENDS)
+@pytest.mark.parametrize("algorithm", ["blockmax", "auto"])
+@given(case=collections(), cost=cost_models)
+def test_every_route_the_cost_model_takes_is_exact(backend, algorithm, case, cost):
+    """Whatever the cost model says -- block-max to the end, exhaustive from the start, or handed over
+    midway -- the result is the oracle's, and the kernel reports the route it took."""
+    postings, queries, k, deleted = case
+    stats = np.full((queries.n, 4), -1, np.int64)
+    got = topk(postings, queries, k, deleted, backend, algorithm=algorithm, cost_model=cost, stats=stats)
+    assert_same_hits(got, reference.topk(postings, queries, k, deleted))
+    has_terms = queries.row_nnz() > 0
+    assert set(stats[has_terms, 0].tolist()) <= {0, 1, 2}
+    went_blockmax = has_terms & (stats[:, 0] != 1)
+    assert (stats[went_blockmax, 3] <= stats[went_blockmax, 2]).all()  # scored at most the candidates
+
+
+@pytest.mark.parametrize("backend", PRUNING_BACKENDS)
+def test_pure_blockmax_never_hands_over(backend):
+    docs = SparseBatch.from_dicts([{0: 1.0 + i % 7, 1: 0.5 * (i % 3)} for i in range(200)], 2)
+    postings = PostingArrays.from_documents(docs, block_size=4)
+    queries = SparseBatch.from_dicts([{0: 1.0, 1: 2.0}, {1: 1.0}], 2)
+    for algorithm, cost, routes in (("blockmax", PURE_BLOCKMAX, {0}),
+                                    ("blockmax", CostModel(*[1.0] * 10, guard=0.0), {1})):
+        stats = np.zeros((2, 4), np.int64)
+        got = topk(postings, queries, 5, None, backend, algorithm=algorithm, cost_model=cost, stats=stats)
+        assert_same_hits(got, reference.topk(postings, queries, 5))
+        assert set(stats[:, 0].tolist()) == routes
 
 
 @given(st.lists(st.dictionaries(st.integers(0, 9), dyadic, max_size=8), min_size=1, max_size=5),
@@ -131,7 +175,7 @@ def _postings(rows: list[dict[int, float]], dim: int) -> PostingArrays:
 @pytest.mark.parametrize(("backend", "algorithm"), CONFIGS, ids=CONFIG_IDS)
 def test_empty_query_returns_only_padding(backend, algorithm):
     postings = _postings([{0: 1.0}, {1: 2.0}], 3)
-    hits = topk(postings, SparseBatch.empty(2, 3), 5, backend=backend, algorithm=algorithm)
+    hits = search(postings, SparseBatch.empty(2, 3), 5, backend=backend, algorithm=algorithm)
     assert (hits.ids == -1).all() and np.isneginf(hits.scores).all()
 
 
@@ -139,14 +183,14 @@ def test_empty_query_returns_only_padding(backend, algorithm):
 def test_query_terms_absent_from_index(backend, algorithm):
     postings = _postings([{0: 1.0}, {0: 2.0}], 4)
     queries = SparseBatch.from_dicts([{2: 1.0, 3: 5.0}, {0: 1.0, 3: 1.0}], 4)
-    hits = topk(postings, queries, 3, backend=backend, algorithm=algorithm)
+    hits = search(postings, queries, 3, backend=backend, algorithm=algorithm)
     assert hits.ids.tolist() == [[-1, -1, -1], [1, 0, -1]]
 
 
 @pytest.mark.parametrize(("backend", "algorithm"), CONFIGS, ids=CONFIG_IDS)
 def test_k_larger_than_matches_is_padded(backend, algorithm):
     postings = _postings([{0: 1.0}, {1: 1.0}, {0: 3.0}], 2)
-    hits = topk(postings, SparseBatch.from_dicts([{0: 1.0}], 2), 10, backend=backend, algorithm=algorithm)
+    hits = search(postings, SparseBatch.from_dicts([{0: 1.0}], 2), 10, backend=backend, algorithm=algorithm)
     assert hits.ids[0, :3].tolist() == [2, 0, -1]
     assert hits.scores[0, :2].tolist() == [3.0, 1.0]
     assert np.isneginf(hits.scores[0, 2:]).all()
@@ -155,22 +199,22 @@ def test_k_larger_than_matches_is_padded(backend, algorithm):
 @pytest.mark.parametrize(("backend", "algorithm"), CONFIGS, ids=CONFIG_IDS)
 def test_ties_are_broken_by_doc_id(backend, algorithm):
     postings = _postings([{0: 1.0}] * 6, 1)
-    hits = topk(postings, SparseBatch.from_dicts([{0: 2.0}], 1), 4, backend=backend, algorithm=algorithm)
+    hits = search(postings, SparseBatch.from_dicts([{0: 2.0}], 1), 4, backend=backend, algorithm=algorithm)
     assert hits.ids[0].tolist() == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize(("backend", "algorithm"), CONFIGS, ids=CONFIG_IDS)
 def test_deleted_documents_never_returned(backend, algorithm):
     postings = _postings([{0: 5.0}, {0: 4.0}, {0: 3.0}], 1)
-    hits = topk(postings, SparseBatch.from_dicts([{0: 1.0}], 1), 3, np.array([1, 0, 1], np.uint8), backend,
-                algorithm=algorithm)
+    hits = search(postings, SparseBatch.from_dicts([{0: 1.0}], 1), 3, np.array([1, 0, 1], np.uint8), backend,
+                  algorithm=algorithm)
     assert hits.ids[0].tolist() == [1, -1, -1]
 
 
 @pytest.mark.parametrize(("backend", "algorithm"), CONFIGS, ids=CONFIG_IDS)
 def test_index_without_documents(backend, algorithm):
     postings = _postings([], 3)
-    hits = topk(postings, SparseBatch.from_dicts([{1: 1.0}], 3), 2, backend=backend, algorithm=algorithm)
+    hits = search(postings, SparseBatch.from_dicts([{1: 1.0}], 3), 2, backend=backend, algorithm=algorithm)
     assert (hits.ids == -1).all()
 
 
@@ -182,7 +226,7 @@ def test_many_queries_are_independent(backend, algorithm):
     postings = _postings(rows, 20)
     queries = SparseBatch.from_dicts(
         [{int(t): 1.0 for t in rng.choice(20, 3, replace=False)} for _ in range(37)], 20)
-    got = topk(postings, queries, 7, backend=backend, algorithm=algorithm)
+    got = search(postings, queries, 7, backend=backend, algorithm=algorithm)
     assert_same_hits(got, reference.topk(postings, queries, 7))
 
 
@@ -191,7 +235,7 @@ def test_regression_block_lookup_must_not_run_into_the_next_term(backend, algori
     """Pinned: looking up block 1 among term 0's blocks ([0]) ends one past them, on term 1's first entry,
     which is also block 1. An early blockmax took that entry for term 0's and scored doc 1 twice."""
     postings = PostingArrays.from_documents(SparseBatch.from_dicts([{0: 1.0}, {1: 2.0}], 2), block_size=1)
-    hits = topk(postings, SparseBatch.from_dicts([{0: 1.0, 1: 1.0}], 2), 2, backend=backend, algorithm=algorithm)
+    hits = search(postings, SparseBatch.from_dicts([{0: 1.0, 1: 1.0}], 2), 2, backend=backend, algorithm=algorithm)
     assert hits.ids.tolist() == [[1, 0]] and hits.scores.tolist() == [[2.0, 1.0]]
 
 
