@@ -308,8 +308,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
         dense = DenseEncoder(args.dense)
     result = encode_corpus(args.corpus, args.out, encoder, args.shard_size, show_progress=not args.quiet,
                            dense_encoder=dense, workers=args.workers)
+    encoded = max(0, result.n_docs - result.resumed_from)
+    rate = f", {encoded / result.seconds:.1f} docs/s" if encoded and result.seconds > 0 else ""
+    route = getattr(encoder, "route", None)
     print(f"encoded {result.n_docs} documents into {result.n_shards} shards in {args.out} "
-          f"({result.seconds:.1f}s; {result.resumed_from} were already done)")
+          f"({result.seconds:.1f}s{rate}; {result.resumed_from} were already done)"
+          + (f"; route: {route}" if route else ""))
     return 0
 
 

@@ -15,6 +15,7 @@ others are multiplied out in float32. The vectors are those of the plain float32
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from itertools import accumulate
 
@@ -44,11 +45,23 @@ def activate(max_logits: torch.Tensor) -> torch.Tensor:
 
 
 def fast_bfloat16(device: torch.device) -> bool:
-    """Whether bfloat16 matrix products are native here (CPU: AMX or AVX-512 BF16), not emulated."""
-    if device.type != "cpu":
+    """Whether bfloat16 matrix products are native here (CPU: AMX or AVX-512 BF16), not emulated.
+
+    ``ONEDNN_MAX_CPU_ISA`` (oneDNN's own switch, read when torch starts) set to an ISA without bfloat16
+    products, e.g. ``AVX2``, makes oneDNN emulate them, so the answer is then no: that is how a machine with
+    AMX measures what a CPU without it does (``benchmarks/encode.py --isa avx2``).
+    """
+    if device.type != "cpu" or not _isa_cap_allows_bfloat16(os.environ.get("ONEDNN_MAX_CPU_ISA", "")):
         return False
     probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, hence looked up defensively
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def _isa_cap_allows_bfloat16(cap: str) -> bool:
+    """oneDNN's ISA names with bfloat16 dot products: AVX512_CORE_BF16, *_AMX*, *_FP16 and AVX10_*; an unset
+    cap (or ALL/DEFAULT) allows whatever the CPU has."""
+    cap = cap.strip().upper()
+    return cap in ("", "ALL", "DEFAULT") or any(part in cap for part in ("BF16", "AMX", "FP16", "AVX10"))
 
 
 class VocabProjection:

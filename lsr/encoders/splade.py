@@ -74,6 +74,17 @@ class SpladeEncoder:
     def dim(self) -> int:
         return int(self.model.get_output_embeddings().out_features)
 
+    @property
+    def route(self) -> str:
+        """How this encoder computes its vectors, for people to read (``lsr encode`` prints it)."""
+        if self._projection is None:
+            return "full logits (the output head is not a plain Linear layer)"
+        if self.dtype == "bfloat16":
+            return "bfloat16 (whole model; approximate)"
+        if self._projection.screen:
+            return "fused float32 + exact bfloat16 screen (fast bfloat16 on this CPU)"
+        return "fused float32 (no exact bfloat16 screen: no fast bfloat16 on this CPU)"
+
     def config(self) -> dict[str, Any]:
         config = {"type": self.kind, "model": self.model_spec, "max_length": self.max_length,
                   "zero_special_tokens": self.zero_special_tokens}

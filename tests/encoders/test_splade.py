@@ -133,6 +133,26 @@ def test_fused_projection_is_used_and_equals_the_reference(tiny_model):
     np.testing.assert_allclose(dense(encoder.encode_documents(UNEVEN)), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_route_names_what_the_encoder_does(tiny_model, monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # an ordinary CPU, whatever this one has
+    encoder = SpladeEncoder(str(tiny_model), max_length=64)
+    assert not encoder._projection.screen and encoder.route.startswith("fused float32 (no exact bfloat16 screen")
+    encoder._projection = None
+    assert encoder.route.startswith("full logits")
+    assert SpladeEncoder(str(tiny_model), max_length=64, dtype="bfloat16").route.startswith("bfloat16")
+
+
+@pytest.mark.parametrize(("cap", "allows"), [("", True), ("ALL", True), ("avx512_core_bf16", True),
+                                             ("AVX512_CORE_AMX", True), ("AVX2", False), ("AVX512_CORE", False),
+                                             ("avx2_vnni", False), ("SSE41", False)])
+def test_the_onednn_isa_cap_switches_the_bfloat16_screen_off(cap, allows, monkeypatch):
+    from lsr.encoders import pooling
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)  # as on an AMX CPU
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert pooling.fast_bfloat16(torch.device("cpu")) is allows
+
+
 def test_fused_and_full_logits_routes_agree(tiny_model):
     fused = SpladeEncoder(str(tiny_model), max_length=64, batch_size=4, max_tokens_per_batch=40)
     full = SpladeEncoder(str(tiny_model), max_length=64, batch_size=4, max_tokens_per_batch=40)

@@ -91,6 +91,7 @@ def test_resumes_after_kill_9(tmp_path, tiny_model, tiny_encoder, kill_after_sha
     rerun = subprocess.run(_encode_cmd(corpus, out, tiny_model), capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{n_before * 7} were already done" in rerun.stdout
+    assert "docs/s" in rerun.stdout and "route: fused float32" in rerun.stdout  # users see speed and route
     ids, vectors = read_all(out)
     docs = list(iter_corpus(corpus))
     assert ids == [d.id for d in docs]  # every document, once, in corpus order
