@@ -36,7 +36,12 @@ setup(
             "lsr.kernels._csparse",
             sources=["lsr/kernels/_csparse.c"],
             extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-        )
+        ),
+        Extension(
+            "lsr.encoders._cproject",
+            sources=["lsr/encoders/_cproject.c"],
+            extra_compile_args=["-O3", "-std=gnu99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
     ],
     cmdclass={"build_ext": OptionalBuildExt},
 )

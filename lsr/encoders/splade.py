@@ -14,6 +14,7 @@ from lsr.encoders.base import check_texts
 from lsr.encoders.loading import load_masked_lm, vocabulary_of
 from lsr.encoders.pooling import VocabProjection, dense_to_sparse_batch, projected_splade, splade_pool
 from lsr.encoders.pruning import check_pruning, prune
+from lsr.encoders.single_text import SingleTextPath
 from lsr.errors import InvalidInputError
 from lsr.types import SparseBatch
 
@@ -69,6 +70,7 @@ class SpladeEncoder:
         self.vocabulary = vocabulary_of(self.tokenizer, self.dim, source=self.model_spec)
         self._special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)), dtype=torch.long)
         self._projection = self._fused_projection()  # None: the full-logits route
+        self._single = None  # batch-of-one route (queries): built on first use, see lsr.encoders.single_text
 
     @property
     def dim(self) -> int:
@@ -107,6 +109,8 @@ class SpladeEncoder:
             return SparseBatch.empty(0, self.dim)
         encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
                                  add_special_tokens=True)["input_ids"]
+        if len(texts) == 1 and self._projection is not None and self.dtype == "float32":
+            return self._encode_one(encoded[0])
         lengths = np.array([len(ids) for ids in encoded])
         order = np.argsort(-lengths, kind="stable")
         parts: list[SparseBatch] = []
@@ -121,6 +125,16 @@ class SpladeEncoder:
                 bar.update(len(batch_rows))
         stacked = SparseBatch.concat(parts)
         return stacked.take(np.argsort(order, kind="stable"))
+
+    def _encode_one(self, ids: list[int]) -> SparseBatch:
+        """One text: the low-overhead route of :mod:`lsr.encoders.single_text` (same vectors to float32 rounding)."""
+        if self._single is None:
+            probes = self.tokenizer(["a b c d", "a", "the quick brown fox jumps over the lazy dog " * 3],
+                                    truncation=True, max_length=self.max_length)["input_ids"]
+            zeroed = self._special_ids if self.zero_special_tokens else torch.zeros(0, dtype=torch.long)
+            self._single = SingleTextPath.build(self.model, self._projection, probes, zeroed)
+        indices, values = self._single(ids)
+        return SparseBatch(np.array([0, len(indices)], np.int64), indices.astype(np.int32), values, self.dim)
 
     def _pool(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """A padded batch -> ``(batch, vocab)`` SPLADE weights."""

@@ -1,0 +1,175 @@
+/*
+ * lsr C kernel for the vocabulary projection of a *few* token states (a query): per vocabulary term, the max
+ * over the tokens of x_t . w_j, before the bias (lsr/encoders/single_text.py adds it and the activation).
+ *
+ * Why by hand: BLAS libraries tune their sgemm for many rows. With 5-25 rows (one query) and 30k vocabulary
+ * columns, MKL and OpenBLAS reach a third of the core's FMA rate or less, and the logits they write
+ * (rows x vocab floats) are reread for the max. Here the weight is stored once in panels of PANEL
+ * consecutive terms, each panel (hidden x PANEL floats) contiguous, so the whole product streams the weight
+ * in order; a block of 4 tokens x 24 terms lives in 12 AVX2 registers, and only the per-term max is written.
+ *
+ * The AVX2+FMA kernel is compiled for that ISA alone (a target attribute, not a global -mavx2) and picked at
+ * run time when the CPU has it; elsewhere a plain C loop of the same order computes the same thing. Both
+ * accumulate each dot product in float32 in hidden order (FMA in the AVX2 kernel), so results equal a
+ * float32 BLAS product to within float32 rounding, not bit for bit.
+ *
+ * The caller pads the vocabulary to a multiple of PANEL with zero columns (their maxima are ignored).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define HAVE_X86 1
+#endif
+
+#define PANEL 24 /* terms per weight panel: 3 AVX2 registers */
+#define TOKENS 4 /* tokens per block: 4 x 3 accumulators + 3 weights + 1 broadcast = 16 registers */
+
+/* out[j] = max_t sum_k x[t][k] * panel(j)[k] for j < n_panels * PANEL (-inf without tokens). */
+static void max_logits_plain(const float *x, Py_ssize_t n_tokens, Py_ssize_t hidden, const float *panels,
+                             Py_ssize_t n_panels, float *out) {
+    for (Py_ssize_t p = 0; p < n_panels; p++) {
+        const float *panel = panels + p * hidden * PANEL;
+        float best[PANEL];
+        for (int c = 0; c < PANEL; c++) best[c] = -INFINITY;
+        for (Py_ssize_t t = 0; t < n_tokens; t++) {
+            float acc[PANEL] = {0};
+            for (Py_ssize_t k = 0; k < hidden; k++) {
+                float xv = x[t * hidden + k];
+                for (int c = 0; c < PANEL; c++) acc[c] += xv * panel[k * PANEL + c];
+            }
+            for (int c = 0; c < PANEL; c++) best[c] = acc[c] > best[c] ? acc[c] : best[c];
+        }
+        for (int c = 0; c < PANEL; c++) out[p * PANEL + c] = best[c];
+    }
+}
+
+#ifdef HAVE_X86
+/* One panel x nt (1..TOKENS) tokens; inlined with a constant nt, so the accumulators stay in registers. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void panel_block(
+    const float *x, Py_ssize_t hidden, const float *panel, int nt, __m256 *best0, __m256 *best1, __m256 *best2) {
+    __m256 acc[TOKENS][3];
+    for (int i = 0; i < nt; i++) acc[i][0] = acc[i][1] = acc[i][2] = _mm256_setzero_ps();
+    for (Py_ssize_t k = 0; k < hidden; k++) {
+        const float *w = panel + k * PANEL;
+        __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8), w2 = _mm256_loadu_ps(w + 16);
+        for (int i = 0; i < nt; i++) {
+            __m256 s = _mm256_broadcast_ss(x + i * hidden + k);
+            acc[i][0] = _mm256_fmadd_ps(s, w0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(s, w1, acc[i][1]);
+            acc[i][2] = _mm256_fmadd_ps(s, w2, acc[i][2]);
+        }
+    }
+    for (int i = 0; i < nt; i++) {
+        *best0 = _mm256_max_ps(*best0, acc[i][0]);
+        *best1 = _mm256_max_ps(*best1, acc[i][1]);
+        *best2 = _mm256_max_ps(*best2, acc[i][2]);
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void max_logits_avx2(const float *x, Py_ssize_t n_tokens,
+                                                                 Py_ssize_t hidden, const float *panels,
+                                                                 Py_ssize_t n_panels, float *out) {
+    for (Py_ssize_t p = 0; p < n_panels; p++) {
+        const float *panel = panels + p * hidden * PANEL;
+        __m256 best0 = _mm256_set1_ps(-INFINITY), best1 = best0, best2 = best0;
+        Py_ssize_t t = 0;
+        for (; t + TOKENS <= n_tokens; t += TOKENS)
+            panel_block(x + t * hidden, hidden, panel, TOKENS, &best0, &best1, &best2);
+        switch (n_tokens - t) { /* the last 1-3 tokens, each count its own inlined copy */
+        case 3: panel_block(x + t * hidden, hidden, panel, 3, &best0, &best1, &best2); break;
+        case 2: panel_block(x + t * hidden, hidden, panel, 2, &best0, &best1, &best2); break;
+        case 1: panel_block(x + t * hidden, hidden, panel, 1, &best0, &best1, &best2); break;
+        default: break;
+        }
+        _mm256_storeu_ps(out + p * PANEL, best0);
+        _mm256_storeu_ps(out + p * PANEL + 8, best1);
+        _mm256_storeu_ps(out + p * PANEL + 16, best2);
+    }
+}
+#endif
+
+static int use_avx2(void) {
+#ifdef HAVE_X86
+    static int known = -1;
+    if (known < 0) {
+        __builtin_cpu_init();
+        known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return known;
+#else
+    return 0;
+#endif
+}
+
+static int get_f32(PyObject *obj, Py_buffer *view, int writable, const char *name) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    if (view->itemsize != 4 || view->format == NULL || strcmp(view->format, "f") != 0) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_ValueError, "%s must be contiguous float32", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* max_logits(x, panels, out, n_tokens, hidden, n_panels, isa) with isa "auto" or "plain" */
+static PyObject *py_max_logits(PyObject *self, PyObject *args) {
+    PyObject *xo, *po, *oo;
+    Py_ssize_t n_tokens, hidden, n_panels;
+    const char *isa;
+    if (!PyArg_ParseTuple(args, "OOOnnns", &xo, &po, &oo, &n_tokens, &hidden, &n_panels, &isa)) return NULL;
+    if (n_tokens < 0 || hidden < 1 || n_panels < 0) {
+        PyErr_SetString(PyExc_ValueError, "n_tokens >= 0, hidden >= 1 and n_panels >= 0, please");
+        return NULL;
+    }
+    Py_buffer x, panels, out;
+    if (get_f32(xo, &x, 0, "x")) return NULL;
+    if (get_f32(po, &panels, 0, "panels")) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    if (get_f32(oo, &out, 1, "out")) {
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&panels);
+        return NULL;
+    }
+    int ok = x.len >= n_tokens * hidden * 4 && panels.len >= n_panels * hidden * PANEL * 4 &&
+             out.len >= n_panels * PANEL * 4;
+    if (ok) {
+        int avx2 = strcmp(isa, "plain") != 0 && use_avx2();
+        Py_BEGIN_ALLOW_THREADS
+#ifdef HAVE_X86
+        if (avx2)
+            max_logits_avx2(x.buf, n_tokens, hidden, panels.buf, n_panels, out.buf);
+        else
+#endif
+            max_logits_plain(x.buf, n_tokens, hidden, panels.buf, n_panels, out.buf);
+        Py_END_ALLOW_THREADS
+        (void)avx2;
+    } else {
+        PyErr_SetString(PyExc_ValueError, "x, panels or out is shorter than the sizes say");
+    }
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&panels);
+    PyBuffer_Release(&out);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_has_avx2(PyObject *self, PyObject *args) { return PyBool_FromLong(use_avx2()); }
+
+static PyMethodDef methods[] = {
+    {"max_logits", py_max_logits, METH_VARARGS,
+     "max_logits(x, panels, out, n_tokens, hidden, n_panels, isa) -> None: out[j] = max_t x_t . w_j"},
+    {"has_avx2", py_has_avx2, METH_NOARGS, "whether the AVX2+FMA kernel runs on this CPU"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cproject", "lsr C kernel: few-row vocabulary projection",
+                                    -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__cproject(void) { return PyModule_Create(&module); }

@@ -1,0 +1,165 @@
+"""Encoding one text at a time (a search query) with little fixed cost.
+
+A query to the service is a batch of one: its cost is not throughput but per-call overhead. Two pieces of the
+batched route are slow there. The Hugging Face forward spends ~1 ms of Python per call on a 2-layer model
+(masks, dispatch, output objects), so the body up to the output projection is traced once with
+``torch.jit.trace`` (fixed for a batch of one without padding: no mask, any length). And BLAS sgemm is tuned
+for many rows: with a query's 5-25 token rows against 30k vocabulary columns it reaches a third of the FMA
+rate, so the projection and its max run in a small C kernel (``_cproject.c``) over the weight stored in
+panels, split between two threads where torch has two.
+
+Both pieces are checked against the batched route when the encoder loads (:meth:`SingleTextPath.build`);
+where either is unavailable or disagrees, that piece falls back to the batched code. The vectors equal the
+batched route's to within float32 rounding (a different summation order in the projection), not bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from lsr.encoders.pooling import VocabProjection, activate, projected_splade
+
+__all__ = ["SingleTextPath", "PanelProjection"]
+
+log = logging.getLogger(__name__)
+PANEL = 24  # terms per weight panel, as in _cproject.c
+
+
+class PanelProjection:
+    """``max over rows of (x @ weight.T) + bias`` for a few rows, by the C kernel; None where it is not built."""
+
+    _pool: ThreadPoolExecutor | None = None  # shared: the second thread of every two-thread projection
+    _pool_pid = 0  # a forked child (a gunicorn worker) gets a pool of its own: threads do not survive a fork
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, kernel) -> None:  # noqa: ANN001 - C module
+        weight = weight.detach().float().cpu().numpy()
+        self.dim, self.hidden = weight.shape
+        self.n_panels = -(-self.dim // PANEL)
+        padded = np.zeros((self.n_panels * PANEL, self.hidden), np.float32)  # zero columns past the vocabulary
+        padded[: self.dim] = weight
+        # panel p = terms [p*PANEL, (p+1)*PANEL) as a contiguous (hidden, PANEL) block: the kernel streams it in order
+        self.panels = np.ascontiguousarray(padded.reshape(self.n_panels, PANEL, self.hidden).transpose(0, 2, 1))
+        self.bias = bias.detach().float().cpu().numpy()
+        self.kernel = kernel
+
+    @classmethod
+    def load(cls, weight: torch.Tensor, bias: torch.Tensor) -> PanelProjection | None:
+        try:
+            from lsr.encoders import _cproject
+        except ImportError:  # the optional C extension was not built (no compiler)
+            return None
+        return cls(weight, bias, _cproject)
+
+    def max_logits(self, hidden: torch.Tensor, threads: int = 1) -> np.ndarray:
+        """``(rows, hidden)`` -> ``(vocab,)`` max logits with the bias (added after the max: exact, as in pooling)."""
+        x = np.ascontiguousarray(hidden.detach().float().cpu().numpy())
+        out = np.empty(self.n_panels * PANEL, np.float32)
+        if threads > 1 and len(x):  # halves of the panels; the kernel releases the GIL
+            half = self.n_panels // 2
+            if PanelProjection._pool is None or PanelProjection._pool_pid != os.getpid():
+                PanelProjection._pool = ThreadPoolExecutor(1, thread_name_prefix="lsr-projection")
+                PanelProjection._pool_pid = os.getpid()
+            other = PanelProjection._pool.submit(self._run, x, half, self.n_panels, out)
+            self._run(x, 0, half, out)
+            other.result()
+        else:
+            self._run(x, 0, self.n_panels, out)
+        logits = out[: self.dim]
+        logits += self.bias
+        return logits
+
+    def _run(self, x: np.ndarray, first: int, last: int, out: np.ndarray) -> None:
+        self.kernel.max_logits(x, self.panels[first:last], out[first * PANEL : last * PANEL], len(x), self.hidden,
+                               last - first, "auto")
+
+
+class SingleTextPath:
+    """``input_ids`` of one text -> the ``(indices, values)`` of its SPLADE vector, the ``zeroed`` terms (special
+    tokens) left out."""
+
+    def __init__(self, body, projection: VocabProjection, panels: PanelProjection | None,  # noqa: ANN001
+                 zeroed: torch.Tensor) -> None:
+        self.body = body  # (1, tokens) ids -> (1, tokens, hidden) head input
+        self.projection = projection
+        self.panels = panels
+        self.zeroed = zeroed.numpy()
+
+    @classmethod
+    def build(cls, model: torch.nn.Module, projection: VocabProjection, probes: list[list[int]],
+              zeroed: torch.Tensor) -> SingleTextPath:
+        """The fastest pieces that reproduce the batched route on ``probes`` (token ids of a few texts)."""
+        from lsr.encoders.splade import head_input
+
+        def batched(ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+            tensor = torch.tensor([ids])
+            hidden = head_input(model, {"input_ids": tensor, "attention_mask": torch.ones_like(tensor)})[0]
+            return hidden, projected_splade(hidden, [len(ids)], projection)[0]
+
+        with torch.inference_mode():
+            expected = [batched(ids) for ids in probes]
+            body = _traced_body(model, probes[0])
+            if body is not None and not all(torch.allclose(body(torch.tensor([ids]))[0], hidden, rtol=1e-5, atol=1e-5)
+                                            for ids, (hidden, _) in zip(probes, expected, strict=True)):
+                log.info("the traced model body differs from the model's own forward; using the forward")
+                body = None
+            panels = PanelProjection.load(model.get_output_embeddings().weight, projection.bias)
+            if panels is not None and not all(
+                    torch.allclose(activate(torch.from_numpy(panels.max_logits(hidden))), weights, rtol=1e-5, atol=1e-5)
+                    for hidden, weights in expected):
+                log.info("the C projection kernel differs from the batched projection; using the batched one")
+                panels = None
+        if body is None:
+            body = lambda ids: head_input(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})  # noqa: E731
+        return cls(body, projection, panels, zeroed)
+
+    @property
+    def accelerated(self) -> bool:
+        return self.panels is not None
+
+    @torch.inference_mode()
+    def __call__(self, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        hidden = self.body(torch.tensor([ids]))[0]
+        if self.panels is None:
+            weights = projected_splade(hidden, [len(ids)], self.projection)[0].numpy()
+            weights[self.zeroed] = 0
+            indices = np.flatnonzero(weights > 0)
+            return indices, weights[indices]
+        logits = self.panels.max_logits(hidden, torch.get_num_threads())
+        logits[self.zeroed] = 0  # activated to 0, i.e. left out
+        indices = np.flatnonzero(logits > 0)  # the activation only where it is not 0: ~1-3% of the vocabulary
+        return indices, activate(torch.from_numpy(logits[indices])).numpy()
+
+
+def _traced_body(model: torch.nn.Module, ids: list[int]):  # noqa: ANN202 - a traced module or None
+    """The model up to its output projection, traced for a batch of one: the output embeddings are swapped for
+    an identity while tracing, so the traced graph returns what they would have been fed."""
+    decoder = model.get_output_embeddings()
+    owner, name = next(((module, attr) for module in model.modules() for attr, child in module.named_children()
+                        if child is decoder), (None, None))
+    if owner is None:
+        return None
+
+    class Body(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            return self.model(input_ids=input_ids).logits
+
+    setattr(owner, name, torch.nn.Identity())
+    try:
+        with warnings.catch_warnings():  # tracer warnings about Python values frozen into the graph
+            warnings.simplefilter("ignore")
+            return torch.jit.trace(Body().eval(), (torch.tensor([ids]),), check_trace=False)
+    except Exception as exc:  # noqa: BLE001 - any model the tracer cannot follow keeps the eager forward
+        log.info("the model body could not be traced (%s); using its forward", exc)
+        return None
+    finally:
+        setattr(owner, name, decoder)
