@@ -15,8 +15,10 @@ batched route's to within float32 rounding (a different summation order in the p
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,6 +31,7 @@ __all__ = ["SingleTextPath", "PanelProjection"]
 
 log = logging.getLogger(__name__)
 PANEL = 24  # terms per weight panel, as in _cproject.c
+BUILD_LOCK = threading.Lock()  # threads of a server share an encoder: the first query builds its route, once
 
 
 class PanelProjection:
@@ -137,23 +140,29 @@ class SingleTextPath:
 
 
 def _traced_body(model: torch.nn.Module, ids: list[int]):  # noqa: ANN202 - a traced module or None
-    """The model up to its output projection, traced for a batch of one: the output embeddings are swapped for
-    an identity while tracing, so the traced graph returns what they would have been fed."""
+    """The model up to its output projection, traced for a batch of one. The trace runs on a copy of the module
+    path down to the output embeddings, there replaced by an identity (the parameters are shared, the model
+    itself is never modified: other threads may be using it), so the graph returns what they would be fed."""
     decoder = model.get_output_embeddings()
-    owner, name = next(((module, attr) for module in model.modules() for attr, child in module.named_children()
-                        if child is decoder), (None, None))
-    if owner is None:
+    path = next((name.split(".") for name, module in model.named_modules() if module is decoder and name), None)
+    if path is None:
         return None
+    root = parent = copy.copy(model)
+    root._modules = dict(model._modules)
+    for attr in path[:-1]:
+        child = copy.copy(parent._modules[attr])
+        child._modules = dict(child._modules)
+        parent._modules[attr] = parent = child
+    parent._modules[path[-1]] = torch.nn.Identity()
 
     class Body(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.model = model
+            self.model = root
 
         def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
             return self.model(input_ids=input_ids).logits
 
-    setattr(owner, name, torch.nn.Identity())
     try:
         with warnings.catch_warnings():  # tracer warnings about Python values frozen into the graph
             warnings.simplefilter("ignore")
@@ -161,5 +170,3 @@ def _traced_body(model: torch.nn.Module, ids: list[int]):  # noqa: ANN202 - a tr
     except Exception as exc:  # noqa: BLE001 - any model the tracer cannot follow keeps the eager forward
         log.info("the model body could not be traced (%s); using its forward", exc)
         return None
-    finally:
-        setattr(owner, name, decoder)

@@ -14,7 +14,7 @@ from lsr.encoders.base import check_texts
 from lsr.encoders.loading import load_masked_lm, vocabulary_of
 from lsr.encoders.pooling import VocabProjection, dense_to_sparse_batch, projected_splade, splade_pool
 from lsr.encoders.pruning import check_pruning, prune
-from lsr.encoders.single_text import SingleTextPath
+from lsr.encoders.single_text import BUILD_LOCK, SingleTextPath
 from lsr.errors import InvalidInputError
 from lsr.types import SparseBatch
 
@@ -128,11 +128,12 @@ class SpladeEncoder:
 
     def _encode_one(self, ids: list[int]) -> SparseBatch:
         """One text: the low-overhead route of :mod:`lsr.encoders.single_text` (same vectors to float32 rounding)."""
-        if self._single is None:
-            probes = self.tokenizer(["a b c d", "a", "the quick brown fox jumps over the lazy dog " * 3],
-                                    truncation=True, max_length=self.max_length)["input_ids"]
-            zeroed = self._special_ids if self.zero_special_tokens else torch.zeros(0, dtype=torch.long)
-            self._single = SingleTextPath.build(self.model, self._projection, probes, zeroed)
+        with BUILD_LOCK:
+            if self._single is None:
+                probes = self.tokenizer(["a b c d", "a", "the quick brown fox jumps over the lazy dog " * 3],
+                                        truncation=True, max_length=self.max_length)["input_ids"]
+                zeroed = self._special_ids if self.zero_special_tokens else torch.zeros(0, dtype=torch.long)
+                self._single = SingleTextPath.build(self.model, self._projection, probes, zeroed)
         indices, values = self._single(ids)
         return SparseBatch(np.array([0, len(indices)], np.int64), indices.astype(np.int32), values, self.dim)
 

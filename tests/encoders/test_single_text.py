@@ -108,3 +108,22 @@ def test_real_splade_tiny_queries_one_at_a_time_equal_sentence_transformers(spla
     assert ours._single.accelerated
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
     assert ((got > 0) == (expected > 0)).all()
+
+
+def test_threads_sharing_an_encoder_get_the_same_vectors(tiny_model):
+    """A server's threads share one encoder: the first queries build the single-text route while others
+    encode (batched and single) through the same model, which building must never disturb."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = SpladeEncoder(str(tiny_model), max_length=64)
+    expected = encoder.encode_queries(TEXTS).to_scipy().toarray()
+
+    def work(i: int) -> np.ndarray:
+        if i % 3 == 0:
+            return encoder.encode_queries(TEXTS).to_scipy().toarray()
+        return np.vstack([encoder.encode_queries([t]).to_scipy().toarray() for t in TEXTS])
+
+    with ThreadPoolExecutor(6) as pool:
+        for got in pool.map(work, range(18)):
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert isinstance(encoder.model.get_output_embeddings(), torch.nn.Linear)  # the model was never modified
