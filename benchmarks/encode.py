@@ -1,6 +1,6 @@
 """SPLADE encoding throughput: lsr against sentence-transformers on the same model, texts and threads.
 
-    python benchmarks/encode.py [--n 1000] [--threads 2] [--repeats 2] [--workers-docs 4000]
+    python benchmarks/encode.py [--n 1000] [--threads 2] [--repeats 2] [--workers-docs 4000] [--isa avx2]
 
 Seeded samples: ``--n`` enwiki-2015 passages and ``--n`` SciFact documents (``title + " " + text``), at most
 256 tokens, SPLADE-tiny from lsr's model cache, ``--threads`` torch threads for everyone. Rows:
@@ -10,10 +10,18 @@ Seeded samples: ``--n`` enwiki-2015 passages and ``--n`` SciFact documents (``ti
   where bfloat16 is native), and ``dtype="bfloat16"``;
 - ``lsr encode`` (``encode_corpus``) of an enwiki sample as one process with ``--threads`` threads against
   ``--threads`` worker processes of one thread each, with and without the workers' start-up.
+- one query per call (the service's case): p50/p99 ms of lsr and of sentence-transformers' ``encode_query`` on
+  300 enwiki title queries and 300 SciFact claims, with 1 and ``--threads`` threads; lsr also through its
+  batched route (what a batch of one took before the single-text route).
+``--isa avx2`` measures an ordinary CPU on any machine: the script reruns itself with oneDNN, ATen and MKL
+capped at AVX2 (``ONEDNN_MAX_CPU_ISA``, ``ATEN_CPU_CAPABILITY``, ``MKL_ENABLE_INSTRUCTIONS``), which also
+switches lsr's bfloat16 screen off. Rows whose bfloat16 products would be emulated (no fast bfloat16, native
+or capped) are not run. Results go to ``results/encode-bf16.json`` (a run with fast bfloat16) or
+``results/encode-avx2.json``; the README shows both.
 Each timing is the best of ``--repeats`` interleaved runs (other jobs may share the machine: the load average
 and this process's share of its threads' CPU time are recorded with every row). Exactness is measured against
 sentence-transformers on every dimension but the special tokens', which lsr zeroes on purpose.
-Writes benchmarks/results/encode.json and the "Encoding" section of benchmarks/README.md. Not run in CI.
+Writes benchmarks/results/encode-*.json and the "Encoding" section of benchmarks/README.md. Not run in CI.
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ README = HERE / "README.md"
 BEGIN, END = "<!-- encode:begin -->", "<!-- encode:end -->"
 ENWIKI = REPO.parent / "shared" / "data" / "corpora" / "enwiki-2015" / "corpus.jsonl.gz"
 SCIFACT = REPO / "lsr" / "datasets" / "scifact" / "corpus.jsonl.gz"
+QUERIES = {"enwiki titles": ENWIKI.with_name("queries.jsonl.gz"),
+           "scifact claims": SCIFACT.with_name("queries.jsonl.gz")}
+AVX2_CAP = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 def sample(path: Path, n: int, seed: int) -> list[dict]:
@@ -59,9 +70,13 @@ def machine() -> dict:
                "unknown")
     import torch
 
+    from lsr.encoders.pooling import fast_bfloat16
+
     flags = {name: bool(getattr(torch.cpu, f"_is_{name}_supported", lambda: False)())
-             for name in ("amx_tile", "avx512_bf16")}
-    return {"cpu": cpu, "cores": os.cpu_count(), **flags, "torch": torch.__version__}
+             for name in ("amx_tile", "avx512_bf16", "avx512", "avx2")}
+    cap = {k: os.environ[k] for k in AVX2_CAP if k in os.environ}
+    return {"cpu": cpu, "cores": os.cpu_count(), **flags, "torch": torch.__version__, "isa_cap": cap,
+            "fast_bfloat16": fast_bfloat16(torch.device("cpu"))}
 
 
 class Timer:
@@ -122,10 +137,54 @@ def encoders(folder: str, threads: int) -> dict:
             encoder._projection = VocabProjection(decoder.weight, decoder.bias, screen=True)
         return lambda texts: dense(encoder.encode_documents(texts))
 
+    from lsr.encoders.pooling import fast_bfloat16
+
+    routes = ["full logits", "fused float32"]
+    if fast_bfloat16(torch.device("cpu")):  # elsewhere bfloat16 products are emulated, ~25x slower than float32
+        routes += ["fused float32 + bf16 screen", "bfloat16"]
     rows = {"sentence-transformers": None}
-    for route in ("full logits", "fused float32", "fused float32 + bf16 screen", "bfloat16"):
+    for route in routes:
         rows[f"lsr {route}"] = lsr_encoder(route)
     return rows, st
+
+
+def query_latency(folder: str, st, threads: int, n: int = 300) -> dict:  # noqa: ANN001
+    """p50/p99 ms of one query per call, per query set and thread count."""
+    import torch
+
+    from lsr.encoders.splade import SpladeEncoder
+
+    encoder = SpladeEncoder(folder, max_length=256)
+
+    def batched_route(text: str):  # noqa: ANN202 - the batched code on a batch of one (lsr before the single route)
+        batch = encoder.tokenizer([text], truncation=True, max_length=256, return_tensors="pt")
+        with torch.inference_mode():
+            return encoder._pool(dict(batch))
+
+    calls = {"lsr": lambda q: encoder.encode_queries([q]), "lsr batched route": batched_route,
+             "sentence-transformers": lambda q: st.encode_query([q], convert_to_tensor=True)}
+    out = {}
+    for name, path in QUERIES.items():
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            queries = [json.loads(line)["text"] for _, line in zip(range(n), fh, strict=False)]
+        tokens = float(np.mean([len(encoder.tokenizer(q)["input_ids"]) for q in queries]))
+        out[name] = {"n_queries": len(queries), "mean_tokens": tokens, "rows": {}}
+        for count in sorted({1, threads}):
+            torch.set_num_threads(count)
+            for row, call in calls.items():
+                for q in queries[:20]:
+                    call(q)  # warm-up
+                times = []
+                for q in queries:
+                    started = time.perf_counter()
+                    call(q)
+                    times.append(time.perf_counter() - started)
+                ms = np.array(times) * 1e3
+                out[name]["rows"][f"{row}|{count}"] = {"p50_ms": float(np.percentile(ms, 50)),
+                                                       "p99_ms": float(np.percentile(ms, 99))}
+                print(f"  {name} {row} {count} threads: p50 {np.percentile(ms, 50):.3f} ms", flush=True)
+    torch.set_num_threads(threads)
+    return out
 
 
 def st_encode(st, batch_size: int):  # noqa: ANN001, ANN201
@@ -214,9 +273,28 @@ def run_workers(docs: list[dict], folder: str, args) -> dict:  # noqa: ANN001
 
 def table(report: dict) -> str:
     m = report["machine"]
-    lines = [f"Machine: {m['cpu']} (`lscpu`), {m['cores']} cores (AMX: {m['amx_tile']}, AVX-512 BF16: "
-             f"{m['avx512_bf16']}), torch {m['torch']}, {report['threads']} torch threads, SPLADE-tiny, at most "
-             f"256 tokens; best of {report['repeats']} runs. Date {report['date']}.", ""]
+    features = ", ".join(f"{label}: {m[key]}" for key, label in (("avx2", "AVX2"), ("avx512", "AVX-512"),
+                                                                 ("avx512_bf16", "AVX-512 BF16"), ("amx_tile", "AMX"))
+                         if key in m)
+    cap = m.get("isa_cap") or {}
+    code = ("code paths capped at AVX2 (" + ", ".join(f"{k}={v}" for k, v in cap.items()) + ")") if cap \
+        else "native code paths"
+    lines = [f"Machine: {m['cpu']} (`lscpu`), {m['cores']} cores ({features}); {code}; fast bfloat16: "
+             f"{m.get('fast_bfloat16', m['amx_tile'] or m['avx512_bf16'])}. torch {m['torch']}, {report['threads']} "
+             f"torch threads, SPLADE-tiny, at most 256 tokens; best of {report['repeats']} runs. "
+             f"Date {report['date']}.", ""]
+    latency = report.get("queries")
+    if latency:
+        counts = sorted({int(key.split("|")[1]) for q in latency.values() for key in q["rows"]})
+        lines += ["### One query per call (batch of one), p50 / p99 ms", "",
+                  "| query set | encoder | " + " | ".join(f"{c} thread{'s' * (c > 1)}" for c in counts) + " |",
+                  "|---|---|" + "---|" * len(counts)]
+        for name, q in latency.items():
+            for row in dict.fromkeys(key.split("|")[0] for key in q["rows"]):
+                cells = [q["rows"][f"{row}|{c}"] for c in counts]
+                lines.append(f"| {name} ({q['n_queries']}, {q['mean_tokens']:.1f} tokens) | {row} | "
+                             + " | ".join(f"{c['p50_ms']:.3f} / {c['p99_ms']:.3f}" for c in cells) + " |")
+        lines.append("")
     for name, result in report["corpora"].items():
         lines += [f"### Encoding {result['n_texts']:,} {name} documents (seeded sample), {report['threads']} threads",
                   "", "| encoder | docs/s | × sentence-transformers | max abs diff vs ST | support diffs vs ST "
@@ -241,9 +319,11 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_readme(report: dict) -> None:
+def write_readme() -> None:
+    """Every results/encode-*.json (a run with fast bfloat16, an AVX2-only one), fast bfloat16 first."""
+    reports = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("encode-*.json"), reverse=True)]
     text = README.read_text()
-    section = f"{BEGIN}\n{table(report)}\n{END}"
+    section = BEGIN + "\n" + "\n".join(table(r) for r in reports) + "\n" + END
     if BEGIN in text:
         head, rest = text.split(BEGIN, 1)
         text = head + section + rest.split(END, 1)[1]
@@ -262,7 +342,12 @@ def main() -> None:
     parser.add_argument("--workers-docs", type=int, default=4000, help="enwiki documents for the workers rows [4000]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--corpora", default="enwiki,scifact")
+    parser.add_argument("--isa", choices=["native", "avx2"], default="native",
+                        help="avx2: rerun with oneDNN, ATen and MKL capped at AVX2 (an ordinary CPU) [native]")
+    parser.add_argument("--query-latency", type=int, default=300, help="queries per set for the latency rows, 0: none")
     args = parser.parse_args()
+    if args.isa == "avx2" and any(os.environ.get(k) != v for k, v in AVX2_CAP.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_CAP})  # before torch starts
 
     from lsr.models import resolve_model
 
@@ -280,9 +365,12 @@ def main() -> None:
         docs = [{"_id": d["_id"], "title": d.get("title", ""), "text": d["text"]}
                 for d in sample(ENWIKI, args.workers_docs, args.seed + 1)]
         report["workers"] = run_workers(docs, folder, args)
+    if args.query_latency:
+        report["queries"] = query_latency(folder, st, args.threads, args.query_latency)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "encode.json").write_text(json.dumps(report, indent=2) + "\n")
-    write_readme(report)
+    kind = "bf16" if report["machine"]["fast_bfloat16"] else "avx2"
+    (RESULTS / f"encode-{kind}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_readme()
     print(table(report))
 
 

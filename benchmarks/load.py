@@ -47,6 +47,11 @@ end
 """
 
 
+def cpu_name() -> str:
+    return next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                "unknown")
+
+
 def scifact_index() -> Path:
     """The bundled SciFact encoded once into the benchmark cache (resumable) and indexed."""
     index = bench_dir() / "scifact-index"
@@ -169,7 +174,7 @@ def main() -> None:
     alone = {mode: library_alone(index, texts, args.workers, args.duration, vectors=mode == "vectors")
              for mode in bodies}
     report = {"index": str(index), "workers": args.workers, "duration_s": args.duration, "modes": rows,
-              "library_alone_qps": alone, "date": time.strftime("%Y-%m-%d")}
+              "library_alone_qps": alone, "date": time.strftime("%Y-%m-%d"), "cpu": cpu_name()}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "load.json").write_text(json.dumps(report, indent=1))
     for mode, mode_rows in rows.items():

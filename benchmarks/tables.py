@@ -111,7 +111,7 @@ def load_table() -> list[str]:
     load = json.loads(path.read_text())
     lines = [f"### REST service under load: `lsr serve` ({load['workers']} gunicorn workers) on the SciFact index, "
              f"wrk on loopback, {load['duration_s']} s per row, `POST /v1/search` with the 300 SciFact test queries",
-             "", "| queries sent as | concurrent connections | requests/s | p50 ms | p99 ms | errors |",
+             "", f"Machine: {load.get('cpu', 'the one above')}, 2 cores, {load.get('date', '')}.", "", "| queries sent as | concurrent connections | requests/s | p50 ms | p99 ms | errors |",
              "|---|---|---|---|---|---|"]
     for mode, rows in load["modes"].items():
         for row in rows:

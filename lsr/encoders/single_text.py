@@ -6,7 +6,7 @@ batched route are slow there. The Hugging Face forward spends ~1 ms of Python pe
 ``torch.jit.trace`` (fixed for a batch of one without padding: no mask, any length). And BLAS sgemm is tuned
 for many rows: with a query's 5-25 token rows against 30k vocabulary columns it reaches a third of the FMA
 rate, so the projection and its max run in a small C kernel (``_cproject.c``) over the weight stored in
-panels, split between two threads where torch has two.
+panels.
 
 Both pieces are checked against the batched route when the encoder loads (:meth:`SingleTextPath.build`);
 where either is unavailable or disagrees, that piece falls back to the batched code. The vectors equal the
@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -36,9 +34,6 @@ BUILD_LOCK = threading.Lock()  # threads of a server share an encoder: the first
 
 class PanelProjection:
     """``max over rows of (x @ weight.T) + bias`` for a few rows, by the C kernel; None where it is not built."""
-
-    _pool: ThreadPoolExecutor | None = None  # shared: the second thread of every two-thread projection
-    _pool_pid = 0  # a forked child (a gunicorn worker) gets a pool of its own: threads do not survive a fork
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, kernel) -> None:  # noqa: ANN001 - C module
         weight = weight.detach().float().cpu().numpy()
@@ -59,20 +54,13 @@ class PanelProjection:
             return None
         return cls(weight, bias, _cproject)
 
-    def max_logits(self, hidden: torch.Tensor, threads: int = 1) -> np.ndarray:
-        """``(rows, hidden)`` -> ``(vocab,)`` max logits with the bias (added after the max: exact, as in pooling)."""
+    def max_logits(self, hidden: torch.Tensor) -> np.ndarray:
+        """``(rows, hidden)`` -> ``(vocab,)`` max logits with the bias (added after the max: exact, as in pooling).
+        One thread: splitting the panels over two (the kernel releases the GIL) halved the kernel alone but
+        gained nothing inside the encoder on a 2-core machine (benchmarks/README.md "One query per call")."""
         x = np.ascontiguousarray(hidden.detach().float().cpu().numpy())
         out = np.empty(self.n_panels * PANEL, np.float32)
-        if threads > 1 and len(x):  # halves of the panels; the kernel releases the GIL
-            half = self.n_panels // 2
-            if PanelProjection._pool is None or PanelProjection._pool_pid != os.getpid():
-                PanelProjection._pool = ThreadPoolExecutor(1, thread_name_prefix="lsr-projection")
-                PanelProjection._pool_pid = os.getpid()
-            other = PanelProjection._pool.submit(self._run, x, half, self.n_panels, out)
-            self._run(x, 0, half, out)
-            other.result()
-        else:
-            self._run(x, 0, self.n_panels, out)
+        self._run(x, 0, self.n_panels, out)
         logits = out[: self.dim]
         logits += self.bias
         return logits
@@ -133,7 +121,7 @@ class SingleTextPath:
             weights[self.zeroed] = 0
             indices = np.flatnonzero(weights > 0)
             return indices, weights[indices]
-        logits = self.panels.max_logits(hidden, torch.get_num_threads())
+        logits = self.panels.max_logits(hidden)
         logits[self.zeroed] = 0  # activated to 0, i.e. left out
         indices = np.flatnonzero(logits > 0)  # the activation only where it is not 0: ~1-3% of the vocabulary
         return indices, activate(torch.from_numpy(logits[indices])).numpy()

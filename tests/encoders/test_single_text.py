@@ -16,12 +16,12 @@ from lsr.encoders.splade import SpladeEncoder
 cproject = pytest.importorskip("lsr.encoders._cproject", reason="the optional C extension is not built")
 
 
-@given(tokens=st.integers(0, 11), hidden=st.integers(1, 40), dim=st.integers(1, 100), threads=st.sampled_from([1, 2]),
+@given(tokens=st.integers(0, 11), hidden=st.integers(1, 40), dim=st.integers(1, 100),
        isa=st.sampled_from(["auto", "plain"]), seed=st.integers(0, 2**16))
 @settings(max_examples=200, deadline=None)
-def test_panel_kernel_equals_the_float64_product(tokens, hidden, dim, threads, isa, seed):
+def test_panel_kernel_equals_the_float64_product(tokens, hidden, dim, isa, seed):
     """Every token count (full blocks of 4 and the 1-3 left over), odd hidden sizes, vocabularies that end
-    inside a panel, both kernels, one or two threads."""
+    inside a panel, both kernels."""
     rng = np.random.default_rng(seed)
     weight = torch.from_numpy(rng.normal(0, 0.5, (dim, hidden)).astype(np.float32))
     bias = torch.from_numpy(rng.normal(0, 1, dim).astype(np.float32))
@@ -29,7 +29,7 @@ def test_panel_kernel_equals_the_float64_product(tokens, hidden, dim, threads, i
     panels = PanelProjection(weight, bias, cproject)
     panels._run = lambda x, first, last, out: cproject.max_logits(  # the ISA under test
         x, panels.panels[first:last], out[first * 24 : last * 24], len(x), hidden, last - first, isa)
-    got = panels.max_logits(x, threads)
+    got = panels.max_logits(x)
     expected = (x.double() @ weight.double().T).amax(0) + bias.double() if tokens else torch.full((dim,), -np.inf)
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-4 * max(1, hidden) ** 0.5)
 
@@ -76,7 +76,7 @@ def test_without_the_kernel_or_the_tracer_the_batched_pieces_are_used(tiny_model
 
 
 def test_a_kernel_that_disagrees_is_not_used(tiny_model, monkeypatch):
-    monkeypatch.setattr(PanelProjection, "max_logits", lambda self, hidden, threads=1: np.zeros(self.dim, np.float32))
+    monkeypatch.setattr(PanelProjection, "max_logits", lambda self, hidden: np.zeros(self.dim, np.float32))
     encoder = SpladeEncoder(str(tiny_model), max_length=64)
     _single_vs_batched(encoder)
     assert not encoder._single.accelerated
