@@ -7,7 +7,7 @@ Seeded samples: ``--n`` enwiki-2015 passages and ``--n`` SciFact documents (``ti
 - sentence-transformers ``SparseEncoder.encode_document`` (its batch size tuned on the first 200 texts);
 - lsr through the model's full logits (the route of unknown architectures, and lsr's encoder before the
   fused projection), the fused float32 projection without and with the exact bfloat16 screen (the default
-  where bfloat16 is native), and ``dtype="bfloat16"``;
+  where bfloat16 is native), ``dtype="bfloat16"`` and the opt-in ``dtype="int8"``;
 - ``lsr encode`` (``encode_corpus``) of an enwiki sample as one process with ``--threads`` threads against
   ``--threads`` worker processes of one thread each, with and without the workers' start-up.
 - one query per call (the service's case): p50/p99 ms of lsr and of sentence-transformers' ``encode_query`` on
@@ -127,7 +127,7 @@ def encoders(folder: str, threads: int) -> dict:
 
     def lsr_encoder(route: str):  # noqa: ANN202
         encoder = SpladeEncoder(folder, max_length=256, threads=threads,
-                                dtype="bfloat16" if route == "bfloat16" else "float32")
+                                dtype=route if route in ("bfloat16", "int8") else "float32")
         decoder = encoder.model.get_output_embeddings()
         if route == "full logits":
             encoder._projection = None
@@ -139,7 +139,7 @@ def encoders(folder: str, threads: int) -> dict:
 
     from lsr.encoders.pooling import fast_bfloat16
 
-    routes = ["full logits", "fused float32"]
+    routes = ["full logits", "fused float32", "int8"]
     if fast_bfloat16(torch.device("cpu")):  # elsewhere bfloat16 products are emulated, ~25x slower than float32
         routes += ["fused float32 + bf16 screen", "bfloat16"]
     rows = {"sentence-transformers": None}

@@ -70,6 +70,8 @@ class VocabProjection:
     ``dtype=torch.bfloat16`` keeps the chunks (and the bias, which then goes into the product) in bfloat16:
     several times faster on CPUs with AMX or AVX-512 BF16, at a cosine of about 0.99998 to float32.
     ``screen`` (float32 only; default: where bfloat16 is fast) adds the exact bfloat16 screen.
+    ``dtype=torch.qint8``: int8 weights, activations quantised per product with their own scale (approximate,
+    opt-in; a text's vector then depends a little on the texts batched with it).
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype = torch.float32,
@@ -82,6 +84,10 @@ class VocabProjection:
         tiled = torch.bfloat16 if self.screen else dtype
         chunk = chunk or (1024 if tiled == torch.bfloat16 else 2048)  # measured fastest (SPLADE-tiny, 2 cores)
         self.bounds = [(start, min(start + chunk, self.dim)) for start in range(0, self.dim, chunk)]
+        if dtype == torch.qint8:  # each chunk a dynamically quantised Linear (int8 weight, bias inside)
+            self.chunks = [_int8_linear(weight[a:b], self.bias[a:b]) for a, b in self.bounds]
+            self.bias_chunks = None
+            return
         # (hidden, chunk) contiguous blocks: each product then reads one compact block of the weight
         self.chunks = [weight[a:b].t().to(tiled).contiguous() for a, b in self.bounds]
         self.bias_chunks = [self.bias[a:b].to(tiled) for a, b in self.bounds]
@@ -105,6 +111,8 @@ def projected_max(hidden: torch.Tensor, lengths: Sequence[int], projection: Voca
     fl(max(a) + b)) and saves one addition per token and term. bfloat16: the bias goes into the product, and
     negative maxima come back as 0 (the activation's floor).
     """
+    if projection.dtype == torch.qint8:  # the bias is inside each chunk's product
+        return _tiled_max(hidden.float(), lengths, projection.chunks, None, projection, tile_rows)
     if projection.dtype == torch.bfloat16:
         bits = _tiled_max(hidden, lengths, projection.chunks, projection.bias_chunks, projection, tile_rows)
         return bits.clamp_(min=0).view(torch.bfloat16).float()  # negative maxima (activated to 0 anyway) as 0
@@ -139,7 +147,8 @@ def projected_splade(hidden: torch.Tensor, lengths: Sequence[int], projection: V
     return out
 
 
-_TILE_ROWS = {torch.float32: 256, torch.bfloat16: 512}  # 256 x 2048 float32 is 2 MiB, an L2 cache; AMX likes more
+# 256 x 2048 float32 is 2 MiB, an L2 cache; AMX likes more
+_TILE_ROWS = {torch.float32: 256, torch.bfloat16: 512, torch.qint8: 256}
 
 
 def _tiled_max(hidden: torch.Tensor, lengths: Sequence[int], chunks: list[torch.Tensor],
@@ -148,16 +157,20 @@ def _tiled_max(hidden: torch.Tensor, lengths: Sequence[int], chunks: list[torch.
     give float32 maxima (no bias). bfloat16 chunks give the maxima of the bfloat16 *bit patterns read as int16*:
     several times faster than a bfloat16 max, right for every positive value, and negative exactly where the
     true max is negative (the sign bit), which is all that the activation or the screen looks at."""
-    low = chunks[0].dtype == torch.bfloat16
+    quantised = isinstance(chunks[0], torch.nn.Module)  # int8 Linear modules: float32 logits, bias included
+    low = not quantised and chunks[0].dtype == torch.bfloat16
     out = torch.empty((len(lengths), projection.dim), dtype=torch.int16 if low else torch.float32,
                       device=hidden.device)
     for text in (i for i, n in enumerate(lengths) if n == 0):  # no token: every weight 0 after the activation
         out[text] = -1 if low else float("-inf")  # -inf stays so when the bias is added
-    hidden = hidden.to(chunks[0].dtype)
+    hidden = hidden.float() if quantised else hidden.to(chunks[0].dtype)
     for row0, row1, pieces in _tiles(lengths, tile_rows):
         tile = hidden[row0:row1]
         for index, ((a, b), weight) in enumerate(zip(projection.bounds, chunks, strict=True)):
-            logits = torch.addmm(bias_chunks[index], tile, weight) if low else torch.mm(tile, weight)
+            if quantised:
+                logits = weight(tile)
+            else:
+                logits = torch.addmm(bias_chunks[index], tile, weight) if low else torch.mm(tile, weight)
             if low:
                 logits = logits.view(torch.int16)
             for text, start, end, first in pieces:
@@ -186,6 +199,31 @@ def _tiles(lengths: Sequence[int], tile_rows: int):
                 break  # the text goes on in the next block
             text += 1
         yield row0, row1, pieces
+
+
+def _int8_linear(weight: torch.Tensor, bias: torch.Tensor) -> torch.nn.Module:
+    """``x @ weight.T + bias`` with the weight in int8 (per-channel scales) and x quantised per call: torch's
+    dynamic quantisation (fbgemm / oneDNN kernels)."""
+    linear = torch.nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+        linear.bias.copy_(bias)
+    return quantize_dynamic(torch.nn.Sequential(linear))[0]
+
+
+def quantize_dynamic(module: torch.nn.Module, skip: frozenset = frozenset()) -> torch.nn.Module:
+    """A copy of ``module`` whose Linear layers (but those named in ``skip``) are dynamically quantised to int8.
+    torch.ao.quantization is deprecated in favour of torchao, whose CPU int8 path (torch._int_mm) is many times
+    slower than float32 on AVX2 CPUs; the eager API still ships with torch 2.13."""
+    import warnings
+
+    names = {name for name, child in module.named_modules() if isinstance(child, torch.nn.Linear) and name not in skip}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the deprecation notice, once per call
+        from torch.ao.quantization import default_dynamic_qconfig
+        from torch.ao.quantization import quantize_dynamic as quantize
+
+        return quantize(module, {name: default_dynamic_qconfig for name in names}, dtype=torch.qint8)
 
 
 def dense_to_sparse_batch(weights: torch.Tensor):  # noqa: ANN201 - SparseBatch

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from lsr.encoders.base import check_texts
 from lsr.encoders.loading import load_masked_lm, vocabulary_of
-from lsr.encoders.pooling import VocabProjection, dense_to_sparse_batch, projected_splade, splade_pool
+from lsr.encoders.pooling import VocabProjection, dense_to_sparse_batch, projected_splade, quantize_dynamic, splade_pool
 from lsr.encoders.pruning import check_pruning, prune
 from lsr.encoders.single_text import BUILD_LOCK, SingleTextPath
 from lsr.errors import InvalidInputError
@@ -21,7 +21,7 @@ from lsr.types import SparseBatch
 __all__ = ["SpladeEncoder"]
 
 log = logging.getLogger(__name__)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.qint8}
 
 
 class SpladeEncoder:
@@ -39,7 +39,9 @@ class SpladeEncoder:
     is checked on a tiny input at load time, and any other model takes its full logits (the reference route).
     On CPUs with fast bfloat16 products the float32 projection is screened in bfloat16 (exact: see
     :mod:`lsr.encoders.pooling`). ``dtype="bfloat16"`` runs the whole model in bfloat16 (autocast, and the
-    projection in bfloat16): faster still, at a cosine to float32 of about 0.9998. ``threads`` sets torch's
+    projection in bfloat16): faster still, at a cosine to float32 of about 0.9998, where bfloat16 is fast.
+    ``dtype="int8"`` (opt-in, CPUs without fast bfloat16) quantises the body's Linear layers and the projection
+    dynamically to int8 (benchmarks/README.md "Encoding" has its speed and nDCG change). ``threads`` sets torch's
     thread count for the process.
     """
 
@@ -67,6 +69,12 @@ class SpladeEncoder:
         self.device = torch.device(device)
         self.tokenizer, self.model = load_masked_lm(self.model_spec)
         self.model.to(self.device).eval()
+        if dtype == "int8":  # the body's Linear layers; the output projection gets its own int8 chunks below
+            if self.device.type != "cpu":
+                raise InvalidInputError("dtype='int8' (dynamic quantisation) runs on the CPU only.")
+            decoder = self.model.get_output_embeddings()
+            skip = frozenset(name for name, module in self.model.named_modules() if module is decoder)
+            self.model = quantize_dynamic(self.model, skip).eval()
         self.vocabulary = vocabulary_of(self.tokenizer, self.dim, source=self.model_spec)
         self._special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)), dtype=torch.long)
         self._projection = self._fused_projection()  # None: the full-logits route
@@ -83,6 +91,8 @@ class SpladeEncoder:
             return "full logits (the output head is not a plain Linear layer)"
         if self.dtype == "bfloat16":
             return "bfloat16 (whole model; approximate)"
+        if self.dtype == "int8":
+            return "int8 dynamic quantisation (approximate, opt-in)"
         if self._projection.screen:
             return "fused float32 + exact bfloat16 screen (fast bfloat16 on this CPU)"
         return "fused float32 (no exact bfloat16 screen: no fast bfloat16 on this CPU)"

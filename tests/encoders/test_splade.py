@@ -265,6 +265,36 @@ def test_bfloat16_is_close_and_recorded(tiny_model, tiny_encoder):
         SpladeEncoder(str(tiny_model), dtype="float16")
 
 
+def test_int8_is_close_recorded_and_opt_in(tiny_model, tiny_encoder):
+    int8 = SpladeEncoder(str(tiny_model), max_length=64, dtype="int8")
+    assert int8.config()["dtype"] == "int8" and int8.route.startswith("int8")
+    assert tiny_encoder.route.startswith("fused float32")  # never the default
+    got, expected = dense(int8.encode_documents(UNEVEN)), dense(tiny_encoder.encode_documents(UNEVEN))
+    nonempty = expected.any(axis=1)
+    cosine = (got * expected).sum(1)[nonempty] / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1))[
+        nonempty]
+    assert cosine.min() > 0.98
+    assert isinstance(tiny_encoder.model.get_output_embeddings(), torch.nn.Linear)  # float32 model untouched
+    # one text: the int8 code too, not the float32 route; activations are quantised per product (their own
+    # scale), so a vector depends a little on the texts batched with it
+    one = dense(int8.encode_queries([UNEVEN[3]]))[0]
+    assert one @ got[3] / (np.linalg.norm(one) * np.linalg.norm(got[3])) > 0.99
+    assert one @ expected[3] / (np.linalg.norm(one) * np.linalg.norm(expected[3])) > 0.98
+
+
+@given(lengths=st.lists(st.integers(0, 30), min_size=1, max_size=6), seed=st.integers(0, 2**16))
+@settings(max_examples=20)
+def test_int8_projection_is_close_to_the_float32_product(lengths, seed):
+    gen = torch.Generator().manual_seed(seed)
+    weight, bias = torch.randn(300, 32, generator=gen) * 0.1, torch.randn(300, generator=gen)
+    hidden = torch.randn(sum(lengths), 32, generator=gen)
+    plain = projected_max(hidden, lengths, VocabProjection(weight, bias, screen=False))
+    int8 = projected_max(hidden, lengths, VocabProjection(weight, bias, torch.qint8, chunk=128), tile_rows=16)
+    finite = torch.isfinite(plain)
+    assert torch.equal(finite, torch.isfinite(int8)) or not finite.any()
+    torch.testing.assert_close(int8[finite], plain[finite], rtol=0, atol=0.05)
+
+
 @pytest.mark.slow
 def test_real_splade_tiny_fused_equals_full_logits(splade_tiny):
     """On the real checkpoint: the fused route equals the full-logits route on SciFact passages of very
