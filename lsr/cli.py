@@ -26,7 +26,9 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="texts per forward pass [32]")
     p.add_argument("--threads", type=int, default=None, help="torch threads [all cores]")
     p.add_argument("--encoder", default=None, metavar="TYPE",
-                   help="splade (neural queries) or inference-free (documents by --model, queries by IDF) [splade]")
+                   help="splade (neural queries), inference-free (documents by --model, queries by IDF), bm25 "
+                        "(fitted on the corpus, no model) or splade+bm25 (both in one index, scores summed with "
+                        "query weights) [splade+bm25 without --model, else splade]")
     p.add_argument("--idf", default=None, metavar="PATH",
                    help="inference-free: idf.json or a folder holding IDF weights [the model folder]")
     p.add_argument("--prune", default=None, metavar="TYPE=VALUE",
@@ -69,6 +71,8 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fusion-alpha", type=float, default=None, help="weight of the sparse side [0.5]")
     p.add_argument("--prf", choices=["before", "after", "both"], default=None,
                    help="pseudo-relevance feedback, and where it sits relative to the fusion")
+    p.add_argument("--query-weights", default=None, metavar="W1,W2",
+                   help="a splade+bm25 index: each part's weight in the query, e.g. 0,1 for BM25 alone [1,3]")
 
 
 def _pipeline(args: argparse.Namespace) -> dict | None:
@@ -92,6 +96,11 @@ def _pipeline(args: argparse.Namespace) -> dict | None:
             fusion["alpha"] = args.fusion_alpha
     if args.prf:
         config.setdefault("prf", {})["placement"] = args.prf
+    if args.query_weights:
+        try:
+            config["query_weights"] = [float(w) for w in args.query_weights.split(",")]
+        except ValueError:
+            raise _usage(f"--query-weights takes numbers separated by commas, got {args.query_weights!r}.") from None
     if config.get("retriever") == "hybrid":
         config.setdefault("fusion", {}).setdefault("method", "convex")
     return config or None
@@ -115,7 +124,16 @@ def _encoder_options(args: argparse.Namespace) -> dict:
         if not isinstance(extra, dict):
             raise _usage("--encoder-options must be a JSON object.")
     return {**extra, "max_length": args.max_length, "batch_size": args.batch_size, "threads": args.threads,
-            "type": args.encoder, "idf": args.idf, "pruning": _pruning(args.prune)}
+            "type": _encoder_kind(args), "idf": args.idf, "pruning": _pruning(args.prune)}
+
+
+def _encoder_kind(args: argparse.Namespace) -> str | None:
+    """--encoder, or with neither --encoder nor --model the default pipeline's (SPLADE-tiny + BM25)."""
+    from lsr.models import DEFAULT_ENCODER
+
+    if args.encoder is None and args.model is None:
+        return DEFAULT_ENCODER
+    return args.encoder
 
 
 def _pruning(text: str | None) -> dict | None:
@@ -300,7 +318,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
         print(f"encoded {result.n_docs} documents into {result.n_shards} shards in {args.out} on Ray "
               f"({result.seconds:.1f}s; {result.resumed_from} were already done)")
         return 0
-    encoder = load_encoder(args.model or DEFAULT_MODEL, **_encoder_options(args))
+    from lsr.jobs.build import fit_bm25_part
+
+    model, options = fit_bm25_part(args.corpus, args.out, args.model, _encoder_options(args), not args.quiet)
+    encoder = load_encoder(model or DEFAULT_MODEL, **options)
     dense = None
     if args.dense:
         from lsr.dense import DenseEncoder
@@ -399,7 +420,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise _usage("eval needs a dataset (e.g. scifact) or --index.")
         model = args.model or DEFAULT_MODEL
         name = Path(str(args.dataset)).name or "dataset"
-        kind = "" if args.encoder in (None, "splade") else f"-{args.encoder}"
+        kind = _encoder_kind(args)
+        kind = "" if kind in (None, "splade") else f"-{kind}"
         out = args.out or Path("runs") / f"{name}-{Path(model).name}{kind}"
         report = evaluate_beir(args.dataset, out, args.split, model, args.k, measures, args.backend,
                                args.rebuild, args.check_exact, _encoder_options(args),

@@ -108,6 +108,9 @@ KNOWN_MODELS: dict[str, KnownModel] = {
     ]
 }
 DEFAULT_MODEL = "splade-tiny"
+# With DEFAULT_MODEL, the default pipeline: SPLADE-tiny and BM25 in one index (lsr.encoders.hybrid), which
+# beats BM25 alone where SPLADE-tiny alone does not. An explicit --model alone means that model alone.
+DEFAULT_ENCODER = "splade+bm25"
 DEFAULT_DENSE_MODEL = "all-MiniLM-L6-v2"
 _PROVENANCE = "lsr-model.json"
 

@@ -291,8 +291,10 @@ def build_index_on_ray(source: str | os.PathLike[str], index_dir: str | os.PathL
         return build_index(source, index_dir, model=model, overwrite=overwrite, shard_size=shard_size,
                            encoder_options=encoder_options, show_progress=show_progress, storage=storage)
     from lsr.encoders import load_encoder
+    from lsr.jobs.build import fit_bm25_part
     from lsr.models import DEFAULT_MODEL
 
+    model, encoder_options = fit_bm25_part(Path(source), Path(index_dir), model, encoder_options, show_progress)
     encoder = load_encoder(model or DEFAULT_MODEL, **(encoder_options or {}))
     return ray_build_index(source, index_dir, encoder, shard_size, workers, address or None, overwrite, storage,
                            show_progress)
@@ -304,7 +306,9 @@ def encode_on_ray(corpus: str | os.PathLike[str], out_dir: str | os.PathLike[str
     """``lsr encode CORPUS OUT --ray``: :func:`ray_encode_corpus` with the model loaded from its name."""
     require_ray()  # before a model is loaded
     from lsr.encoders import load_encoder
+    from lsr.jobs.build import fit_bm25_part
     from lsr.models import DEFAULT_MODEL
 
+    model, encoder_options = fit_bm25_part(Path(corpus), Path(out_dir), model, encoder_options, show_progress)
     encoder = load_encoder(model or DEFAULT_MODEL, **(encoder_options or {}))
     return ray_encode_corpus(corpus, out_dir, encoder, shard_size, workers, address or None, show_progress)

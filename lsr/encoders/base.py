@@ -41,13 +41,16 @@ def check_texts(texts: Sequence[str]) -> list[str]:
 # one value still answers queries encoded with another. The model path is left out too, since a copy of the
 # same model in another folder is the same encoder (the vocabulary check still catches another tokenizer).
 _NOT_QUERY_SIDE = {"model", "pruning", "max_length", "batch_size", "max_tokens_per_batch", "device", "threads",
-                   "dtype", "idf", "vocabulary"}
+                   "dtype", "idf", "vocabulary", "k1", "b", "query_weights"}
 
 
 def query_identity(config: dict[str, Any]) -> dict[str, Any]:
     """The part of an encoder config that decides what a query vector is (its kind, IDF table, template…).
     Two encoders with different identities must not share an index."""
-    return {k: v for k, v in config.items() if k not in _NOT_QUERY_SIDE}
+    identity = {k: v for k, v in config.items() if k not in _NOT_QUERY_SIDE}
+    if isinstance(identity.get("parts"), list):  # a hybrid encoder: each part's own identity
+        identity["parts"] = [query_identity(p) if isinstance(p, dict) else p for p in identity["parts"]]
+    return identity
 
 
 def built_with(config: dict[str, Any] | None, model: str, options: dict[str, Any] | None = None) -> bool:
@@ -56,9 +59,11 @@ def built_with(config: dict[str, Any] | None, model: str, options: dict[str, Any
     if config is None:
         return False
     options = {k: v for k, v in (options or {}).items() if v is not None}
-    return (config.get("model") == model
-            and config.get("type", "splade") == options.get("type", "splade")
-            and config.get("pruning") == options.get("pruning")
+    kind = config.get("type", "splade")
+    first = config["parts"][0] if isinstance(config.get("parts"), list) and config["parts"] else config
+    return ((kind == "bm25" or config.get("model") == model)  # BM25's model is what lsr index fitted
+            and kind == options.get("type", "splade")
+            and first.get("pruning") == options.get("pruning")
             and ("idf" not in options or config.get("idf") == str(options["idf"])))
 
 
@@ -80,7 +85,37 @@ def _causal_splade(**kwargs: Any) -> SparseEncoder:
     return CausalSpladeEncoder(**kwargs)
 
 
-ENCODER_TYPES = {"splade": _splade, "inference-free": _inference_free, "causal-splade": _causal_splade}
+def _bm25(**kwargs: Any) -> SparseEncoder:
+    from lsr.encoders.bm25 import Bm25Encoder
+
+    if kwargs.get("model") is None:
+        raise InvalidInputError("a bm25 encoder needs its fitted model folder (lsr index fits one on the corpus).")
+    return Bm25Encoder(**kwargs)
+
+
+ENCODER_TYPES = {"splade": _splade, "inference-free": _inference_free, "causal-splade": _causal_splade,
+                 "bm25": _bm25}
+# Options that belong to the BM25 part of a hybrid ("splade+bm25") encoder rather than to its first part.
+_BM25_PART_OPTIONS = {"bm25_model": "model", "k1": "k1", "b": "b"}
+
+
+def _hybrid(kind: str, config: dict[str, Any]) -> SparseEncoder:
+    """``splade+bm25``: from ``parts`` (a recorded config) or from one model and options (the CLI's)."""
+    from lsr.encoders.hybrid import HybridSparseEncoder
+
+    kinds = kind.split("+")
+    unknown = [k for k in kinds if k not in ENCODER_TYPES]
+    if unknown:
+        raise InvalidInputError(f"unknown encoder type(s) {unknown} in {kind!r}; known: {', '.join(ENCODER_TYPES)}.")
+    weights, model = config.pop("query_weights", None), config.get("model")
+    parts = config.pop("parts", None)
+    if parts is None:  # first part: the model and the common options; the BM25 part: its own options
+        bm25 = {dst: config.pop(src) for src, dst in _BM25_PART_OPTIONS.items() if src in config}
+        parts = [{**config, "type": k} if i == 0 else ({**bm25, "type": k} if k == "bm25" else {"type": k})
+                 for i, k in enumerate(kinds)]
+    elif [p.get("type") for p in parts] != kinds:
+        raise InvalidInputError(f"hybrid encoder {kind!r} has parts of kinds {[p.get('type') for p in parts]}.")
+    return HybridSparseEncoder([build_encoder(p) for p in parts], weights, model)
 
 
 def build_encoder(config: dict[str, Any] | str, **overrides: Any) -> SparseEncoder:
@@ -88,6 +123,9 @@ def build_encoder(config: dict[str, Any] | str, **overrides: Any) -> SparseEncod
         config = {"type": "splade", "model": config}
     config = {**config, **{k: v for k, v in overrides.items() if v is not None}}
     kind = config.pop("type", None)
+    if isinstance(kind, str) and "+" in kind:
+        config.pop("vocabulary", None)
+        return _hybrid(kind, config)
     if kind not in ENCODER_TYPES:
         raise InvalidInputError(f"unknown encoder type {kind!r}; known: {', '.join(ENCODER_TYPES)}.")
     config.pop("vocabulary", None)  # recorded for information; the model determines it

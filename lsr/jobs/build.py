@@ -26,7 +26,7 @@ from lsr.io.jsonvectors import collect_tokens, iter_vector_batches, looks_like_v
 from lsr.io.shards import list_shards, read_shard, read_shard_dense
 from lsr.jobs.encode import JOB_FILE, encode_corpus, read_job, read_job_vocabulary
 
-__all__ = ["BuildResult", "build_index", "index_from_shards", "index_from_vectors", "detect_source"]
+__all__ = ["BuildResult", "build_index", "fit_bm25_part", "index_from_shards", "index_from_vectors", "detect_source"]
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ def build_index(source: str | os.PathLike[str], index_dir: str | os.PathLike[str
     from lsr.encoders import load_encoder
     from lsr.models import DEFAULT_MODEL
 
+    model, encoder_options = fit_bm25_part(source, index_dir, model, encoder_options, show_progress)
     encoder = load_encoder(model or DEFAULT_MODEL, **(encoder_options or {}))
     dense_encoder = None
     if dense_model is not None:
@@ -157,6 +158,36 @@ def build_index(source: str | os.PathLike[str], index_dir: str | os.PathLike[str
         _remove_work(work)
     result.encode_seconds = encoded.seconds
     return result
+
+
+def fit_bm25_part(corpus: Path, index_dir: Path, model: str | None, options: dict[str, Any] | None,
+                  show_progress: bool = True) -> tuple[str | None, dict[str, Any] | None]:
+    """For a ``bm25`` or ``...+bm25`` encoder without a fitted BM25 model (for ``bm25`` alone, ``model`` is
+    that model when it is a fitted folder, and ignored otherwise, as the CLI's default SPLADE name is): fit one
+    on ``corpus`` into
+    ``<index>.bm25`` (kept beside the index: the manifest names it, and documents added later are weighted
+    with its statistics) and return the model and options that name it."""
+    options = dict(options or {})
+    kinds = str(options.get("type") or "splade").split("+")
+    if "bm25" not in kinds:
+        return model, options
+    from lsr.encoders.bm25 import DEFAULT_B, DEFAULT_K1, MODEL_FILE, Bm25Encoder
+
+    pure = kinds == ["bm25"]
+    given = model if pure else options.get("bm25_model")
+    if given is not None and (Path(given).is_file() or (Path(given) / MODEL_FILE).is_file()):
+        return model, options
+    if given is not None and not pure:
+        raise InvalidInputError(f"bm25_model {given} is not a fitted BM25 model folder (no {MODEL_FILE}).")
+    from lsr.io.beir import count_lines, iter_corpus
+
+    folder = index_dir.with_name(index_dir.name + ".bm25")
+    log.info("fitting BM25 statistics on %s into %s", corpus, folder)
+    Bm25Encoder.fit((doc.full_text for doc in iter_corpus(corpus)), folder, options.pop("k1", DEFAULT_K1),
+                    options.pop("b", DEFAULT_B), show_progress, count_lines(corpus))
+    if pure:
+        return str(folder.resolve()), options
+    return model, {**options, "bm25_model": str(folder.resolve())}
 
 
 def _remove_work(work: Path) -> None:

@@ -3,6 +3,7 @@
 A config (a dict, or JSON in a file for ``lsr eval --pipeline``)::
 
     {"retriever": "sparse" | "dense" | "hybrid",
+     "query_weights": [1.0, 0.5],  # a hybrid index (splade+bm25): each part's weight in the sparse query
      "fusion": {"method": "pyserini" | "convex" | "rrf", "alpha": 0.5, "normalization": ..., "depth": 1000},
      "prf": {"placement": "before" | "after" | "both", "side": "sparse" | "dense",
              "sparse": {"method": "rocchio" | "rm3", "fb_docs": 10, "fb_terms": 20, "alpha": 1.0, "beta": 0.5},
@@ -59,7 +60,7 @@ class SearchPipeline:
         kind = self.config.get("retriever", "sparse")
         if kind not in RETRIEVERS:
             raise InvalidQueryError(f"retriever must be one of {', '.join(RETRIEVERS)}, got {kind!r}.")
-        unknown = set(self.config) - {"retriever", "fusion", "prf"}
+        unknown = set(self.config) - {"retriever", "fusion", "prf", "query_weights"}
         if unknown:
             raise InvalidQueryError(f"unknown pipeline key(s) {sorted(unknown)}.")
         self._sparse, self._dense, self.backend = sparse, dense, backend
@@ -70,7 +71,8 @@ class SearchPipeline:
     @property
     def sparse(self) -> SparseRetriever:
         if self._sparse is None:
-            self._sparse = SparseRetriever(self.index, backend=self.backend)
+            self._sparse = SparseRetriever(self.index, backend=self.backend,
+                                           query_weights=self.config.get("query_weights"))
         return self._sparse
 
     @property

@@ -31,10 +31,15 @@ class SparseRetriever:
     """
 
     def __init__(self, index: Index | str | os.PathLike[str], encoder: SparseEncoder | None = None,
-                 backend: str = "auto"):
+                 backend: str = "auto", query_weights: Sequence[float] | None = None):
         self.index = index if isinstance(index, Index) else open_index(index)
         self.searcher = Searcher(self.index, backend)
         self._encoder = encoder
+        # a hybrid index (splade+bm25): how much each part's query counts (see lsr.encoders.hybrid)
+        self.query_weights = None if query_weights is None else list(query_weights)
+        if self.query_weights is not None and "parts" not in (self.index.encoder_config or {}):
+            raise InvalidQueryError(f"query_weights need an index built by a hybrid encoder (e.g. splade+bm25); "
+                                    f"{self.index.path} was not.")
         if encoder is not None:
             self._check_encoder(encoder)
         self.timings: dict[str, float] = {}
@@ -51,6 +56,8 @@ class SparseRetriever:
                 )
             from lsr.encoders import load_encoder
 
+            if self.query_weights is not None:
+                config = {**config, "query_weights": self.query_weights}
             encoder = load_encoder(config)
             self._check_encoder(encoder)
             self._encoder = encoder

@@ -78,7 +78,7 @@ def test_scifact_end_to_end_equals_brute_force(tmp_path, splade_tiny):
     from lsr.types import SparseBatch
 
     out = tmp_path / "scifact"
-    assert main(["-q", "eval", "scifact", "--out", str(out), "--check-exact"]) == 0
+    assert main(["-q", "eval", "scifact", "--encoder", "splade", "--out", str(out), "--check-exact"]) == 0
     import json
 
     report = json.loads((out / "report.json").read_text())
