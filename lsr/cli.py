@@ -66,7 +66,9 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", default=None,
                    help="a SearchPipeline config: a JSON file or JSON text (see lsr.search.pipeline)")
-    p.add_argument("--retriever", choices=["sparse", "dense", "hybrid"], default=None, help="[sparse]")
+    p.add_argument("--retriever", choices=["sparse", "dense", "hybrid", "default"], default=None,
+                   help="default: the tuned default pipeline (sparse + dense fusion when the index has dense "
+                        "vectors, else sparse) [sparse]")
     p.add_argument("--fusion", choices=["pyserini", "convex", "rrf"], default=None, help="hybrid fusion [convex]")
     p.add_argument("--fusion-alpha", type=float, default=None, help="weight of the sparse side [0.5]")
     p.add_argument("--prf", choices=["before", "after", "both"], default=None,

@@ -2,7 +2,7 @@
 
 A config (a dict, or JSON in a file for ``lsr eval --pipeline``)::
 
-    {"retriever": "sparse" | "dense" | "hybrid",
+    {"retriever": "sparse" | "dense" | "hybrid" | "default",
      "query_weights": [1.0, 0.5],  # a hybrid index (splade+bm25): each part's weight in the sparse query
      "fusion": {"method": "pyserini" | "convex" | "rrf", "alpha": 0.5, "normalization": ..., "depth": 1000},
      "prf": {"placement": "before" | "after" | "both", "side": "sparse" | "dense",
@@ -31,9 +31,13 @@ from lsr.search.prf import DensePRF, SparsePRF
 from lsr.search.retriever import SparseRetriever
 from lsr.types import Hits
 
-__all__ = ["SearchPipeline", "RETRIEVERS", "PLACEMENTS"]
+__all__ = ["SearchPipeline", "RETRIEVERS", "PLACEMENTS", "DEFAULT_FUSION"]
 
-RETRIEVERS = ("sparse", "dense", "hybrid")
+RETRIEVERS = ("sparse", "dense", "hybrid", "default")
+# "retriever": "default", the named default: the index's sparse side (on a splade+bm25 index, SPLADE + 3·BM25
+# in one dot product) fused with its dense side by this convex fusion when the index has one, else the sparse
+# side alone. Chosen on SciFact train + NFCorpus dev only (benchmarks/bm25_fusion.py).
+DEFAULT_FUSION = {"method": "convex", "alpha": 0.6, "normalization": "minmax"}
 PLACEMENTS = ("before", "after", "both")
 _FUSION_KEYS = {"method", "alpha", "normalization", "weight_on", "depth", "k_rrf"}
 _SPARSE_PRF_KEYS = {"method", "fb_docs", "fb_terms", "alpha", "beta", "lam"}
@@ -64,6 +68,11 @@ class SearchPipeline:
         if unknown:
             raise InvalidQueryError(f"unknown pipeline key(s) {sorted(unknown)}.")
         self._sparse, self._dense, self.backend = sparse, dense, backend
+        if kind == "default":
+            kind = "hybrid" if self.index.manifest.dense is not None else "sparse"
+            if kind == "hybrid":
+                self.config["fusion"] = {**DEFAULT_FUSION, **(self.config.get("fusion") or {})}
+        self.kind = kind
         self.retriever = self._build(kind)
         self.timings: dict[str, float] = {}
 

@@ -135,7 +135,7 @@ def _search_pipeline(snap: Snapshot, req) -> Any:  # noqa: ANN001
     """Dense, hybrid and PRF search through a SearchPipeline over this snapshot's retrievers."""
     from lsr.search import SearchPipeline
 
-    needs_dense = req.pipeline["retriever"] != "sparse"
+    needs_dense = req.pipeline["retriever"] not in ("sparse", "default")  # default: dense only where there is
     if needs_dense and snap.dense is None:
         raise ApiError(400, "unsupported", "this index has no dense part (build it with lsr index --dense MODEL), "
                                            "so dense and hybrid search are not available.")

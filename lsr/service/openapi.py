@@ -66,7 +66,7 @@ def openapi_document(limits) -> dict[str, Any]:  # noqa: ANN001 - Limits
                     "algorithm": {"type": "string", "enum": ["auto", "exhaustive", "blockmax"]},
                     "alpha": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1},
                     "query_cut": {"type": "integer", "minimum": 1, "maximum": 4096},
-                    "retriever": {"type": "string", "enum": ["sparse", "dense", "hybrid"]},
+                    "retriever": {"type": "string", "enum": ["sparse", "dense", "hybrid", "default"]},
                     "hybrid": {"type": "object", "properties": {
                         "method": {"type": "string", "enum": ["pyserini", "convex", "rrf"]},
                         "alpha": {"type": "number"},

@@ -11,6 +11,8 @@ from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
+from lsr.search.pipeline import DEFAULT_FUSION
+
 __all__ = ["PageError", "PageQuery", "parse_page_query", "MODES", "PLACEMENTS", "MAX_PAGE_K"]
 
 MODES = ("sparse", "dense", "hybrid")
@@ -32,7 +34,7 @@ class PageQuery:
     k: int = 10
     page: int = 1
     mode: str = "sparse"
-    alpha: float = 0.5  # convex fusion weight on the sparse side (hybrid only)
+    alpha: float = DEFAULT_FUSION["alpha"]  # convex fusion weight on the sparse side (hybrid only): the default's
     prf: bool = False
     placement: str = "after"  # where PRF sits relative to fusion (hybrid only)
 
@@ -96,7 +98,7 @@ def parse_page_query(args: MultiDict, max_k: int, max_chars: int) -> PageQuery:
     page = _int(args, "page", 1, 1, max(1, max_k // k))
     mode = _choice(args, "mode", MODES)
     raw_alpha = args.get("alpha", "").strip()
-    alpha = 0.5
+    alpha = DEFAULT_FUSION["alpha"]
     if raw_alpha:
         try:
             alpha = float(raw_alpha)

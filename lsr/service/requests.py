@@ -123,8 +123,8 @@ def _pipeline(body: dict) -> dict[str, Any] | None:
     retriever, hybrid, prf = body.get("retriever"), body.get("hybrid"), body.get("prf")
     if retriever is None and not hybrid and not prf:
         return None
-    if retriever is not None and retriever not in ("sparse", "dense", "hybrid"):
-        raise bad(f"retriever must be sparse, dense or hybrid, got {retriever!r}.")
+    if retriever is not None and retriever not in ("sparse", "dense", "hybrid", "default"):
+        raise bad(f"retriever must be sparse, dense, hybrid or default, got {retriever!r}.")
     config: dict[str, Any] = {"retriever": retriever or ("hybrid" if hybrid else "sparse")}
     if hybrid:
         if not isinstance(hybrid, dict):

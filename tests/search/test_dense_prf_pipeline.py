@@ -206,3 +206,25 @@ def test_service_hybrid_search(hybrid_index):
     assert len(r.json["results"][0]["hits"]) == 4 and "fusion_ms" in r.json["timings"]
     bad = client.post("/v1/search", json={"query": "cell", "hybrid": {"alpha": "x"}})
     assert bad.status_code == 400 and "alpha" in bad.json["error"]["message"]
+
+
+def test_named_default_pipeline(hybrid_index, tmp_path, tiny_model):
+    """"retriever": "default" is the tuned convex fusion where the index has dense vectors (fusion options may
+    override it), and the sparse retriever alone where it has none."""
+    from lsr.search.pipeline import DEFAULT_FUSION
+    from tests.conftest import write_corpus
+
+    queries = ["cell protein gene", "virus disease"]
+    default = SearchPipeline(hybrid_index, {"retriever": "default"})
+    tuned = SearchPipeline(hybrid_index, {"retriever": "hybrid", "fusion": DEFAULT_FUSION})
+    assert default.kind == "hybrid"
+    np.testing.assert_array_equal(default.search(queries, 10).ids, tuned.search(queries, 10).ids)
+    rrf = SearchPipeline(hybrid_index, {"retriever": "default", "fusion": {"method": "rrf"}})
+    assert rrf.config["fusion"]["method"] == "rrf"
+
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 30)
+    assert main(["-q", "index", str(corpus), str(tmp_path / "sparse"), "--model", str(tiny_model)]) == 0
+    sparse_only = SearchPipeline(tmp_path / "sparse", {"retriever": "default"})
+    assert sparse_only.kind == "sparse"
+    np.testing.assert_array_equal(sparse_only.search(queries, 10).ids,
+                                  SparseRetriever(tmp_path / "sparse").search(queries, 10).ids)

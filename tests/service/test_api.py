@@ -32,6 +32,11 @@ def test_search_texts_matches_the_library(client, served_index):
         assert [h["rank"] for h in result["hits"]] == list(range(1, len(ids) + 1))
     assert {"encode_ms", "search_ms", "resolve_ms", "total_ms"} <= set(body["timings"])
     assert body["index"]["documents"] == 60
+    # the named default pipeline: on an index without dense vectors, the same sparse ranking
+    named = client.post("/v1/search", json={"queries": ["cell protein", "virus disease"], "k": 5,
+                                            "retriever": "default"}).json
+    assert [[h["id"] for h in r["hits"]] for r in named["results"]] == \
+        [[h["id"] for h in r["hits"]] for r in body["results"]]
 
 
 def test_search_single_query_and_vectors(client):
