@@ -24,12 +24,12 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import hybrid_prf  # noqa: E402
 from hybrid_prf import TUNE_SPLIT, dataset  # noqa: E402
 from prepare_enwiki import bench_dir  # noqa: E402
 
 from lsr.eval.metrics import evaluate_run  # noqa: E402
 from lsr.eval.runner import run_from_hits  # noqa: E402
-from lsr.io.beir import read_qrels, read_queries, split_queries  # noqa: E402
 from lsr.search import SearchPipeline, SparseRetriever  # noqa: E402
 
 log = logging.getLogger("bm25_fusion")
@@ -49,17 +49,13 @@ def build(name: str) -> Path:
     return index
 
 
-class Evaluator:
-    """nDCG@10 / R@100 and ms per query of a pipeline config on one split; retrievers kept between configs."""
+class Evaluator(hybrid_prf.Evaluator):
+    """nDCG@10 / R@100 and ms per query of a pipeline config on one split; one sparse retriever per set of
+    query weights, kept between configs."""
 
     def __init__(self, index: Path, folder: Path, split: str):
-        self.index = index
-        self.qrels = read_qrels(folder, split)
-        queries = split_queries(read_queries(folder), self.qrels)
-        self.ids = list(queries)
-        self.texts = [queries[q] for q in self.ids]
+        super().__init__(index, folder, split)
         self.sparse: dict[tuple, SparseRetriever] = {}
-        self.dense = None
 
     def __call__(self, config: dict) -> tuple[dict[str, float], float]:
         weights = tuple(config.get("query_weights", ()))
