@@ -23,9 +23,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +59,19 @@ _POSSESSIVE = re.compile(r"['’][sS]$")
 _MAX_TOKEN_CHARS = 255  # StandardTokenizer's default maximum token length
 
 
-@lru_cache(maxsize=1)
+_LOCAL = threading.local()
+
+
 def _stemmer():  # noqa: ANN202 - Stemmer.Stemmer
-    try:
-        import Stemmer
-    except ImportError:
-        raise MissingDependencyError("BM25 needs PyStemmer: pip install PyStemmer") from None
-    return Stemmer.Stemmer("porter")
+    # one per thread: a PyStemmer object keeps state between calls (threaded service workers share encoders)
+    stemmer = getattr(_LOCAL, "stemmer", None)
+    if stemmer is None:
+        try:
+            import Stemmer
+        except ImportError:
+            raise MissingDependencyError("BM25 needs PyStemmer: pip install PyStemmer") from None
+        stemmer = _LOCAL.stemmer = Stemmer.Stemmer("porter")
+    return stemmer
 
 
 def analyze(text: str) -> list[str]:

@@ -201,3 +201,13 @@ def test_bm25_matches_pyserini_on_scifact(tmp_path, capsys):
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert abs(report["metrics"]["nDCG@10"] - 0.6789) <= 0.005
     assert abs(report["metrics"]["R@100"] - 0.9253) <= 0.01
+
+
+def test_analyzer_is_thread_safe():
+    """Threaded service workers share one encoder: each thread stems with its own PyStemmer object."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [" ".join(WORDS[i % 40:i % 40 + 12]) + " generalization running" for i in range(400)]
+    expected = [analyze(t) for t in texts]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(analyze, texts)) == expected
