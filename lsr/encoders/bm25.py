@@ -20,7 +20,6 @@ either). Refit and rebuild when the collection has changed a lot.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import threading
@@ -34,14 +33,13 @@ import orjson
 from tqdm.auto import tqdm
 
 from lsr.encoders.base import check_texts
+from lsr.encoders.idf import idf_from_df
 from lsr.errors import InvalidInputError, MissingDependencyError, ModelNotFoundError
 from lsr.index.format import write_bytes_atomic
 from lsr.index.vocabulary import Vocabulary
 from lsr.types import SparseBatch
 
 __all__ = ["Bm25Encoder", "analyze", "fit_bm25", "lucene_length", "MODEL_FILE"]
-
-log = logging.getLogger(__name__)
 
 MODEL_FILE = "bm25.json"
 ANALYZER = "lucene-english-porter"
@@ -176,9 +174,8 @@ class Bm25Encoder:
         terms = stats["terms"]
         self.vocabulary = Vocabulary.from_tokens(terms, f"bm25:{ANALYZER}:{self.n_docs}")
         self._ids = {term: i for i, term in enumerate(terms)}
-        df = np.asarray(stats["df"], np.float64)
-        # float32 like Lucene, which computes idf in double and keeps it as a float
-        self.idf = np.log1p((self.n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
+        # the IDF the inference-free encoders use too, which is Lucene's: computed in double, kept as float32
+        self.idf = idf_from_df(np.asarray(stats["df"]), self.n_docs)
         self.avg_length = np.float32(self.total_length / self.n_docs)
 
     @classmethod
