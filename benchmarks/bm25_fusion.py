@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ sys.path.insert(0, str(HERE))
 import hybrid_prf  # noqa: E402
 from hybrid_prf import TUNE_SPLIT, dataset  # noqa: E402
 from prepare_enwiki import bench_dir  # noqa: E402
+from scale import machine, machine_line  # noqa: E402
 
 from lsr.eval.metrics import evaluate_run  # noqa: E402
 from lsr.eval.runner import run_from_hits  # noqa: E402
@@ -103,7 +103,7 @@ def main() -> None:
         f"splade + {sparse['query_weights'][1]:g}·bm25 (one index)": sparse,
         f"splade + bm25 + dense (convex, alpha {three_way['fusion']['alpha']:g})": three_way,
     }
-    results = {"machine": f"{platform.processor() or platform.machine()}, {platform.node()}",
+    results = {"machine": machine(),
                "date": time.strftime("%Y-%m-%d"), "tuning": {n: TUNE_SPLIT[n] for n in names},
                "grid": {"bm25_weight": sparse_grid, "dense_alpha": dense_grid}, "rows": {}}
     for label, config in rows.items():
@@ -117,19 +117,24 @@ def main() -> None:
 
 
 def write_readme(results: dict, names: list[str]) -> None:
+    """The table into README.md and, with the machine it ran on, into benchmarks/README.md."""
     lines = ["| pipeline | " + " | ".join(f"{n} nDCG@10 | {n} R@100 | {n} ms/query" for n in names) + " |",
              "|---|" + "---|---|---|" * len(names)]
     for label, row in results["rows"].items():
         cells = [f"{row[n]['nDCG@10']:.4f} | {row[n]['R@100']:.4f} | {row[n]['ms_per_query']:.2f}" for n in names]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    readme = REPO / "README.md"
-    text = readme.read_text()
+    m = results["machine"]
+    _replace_between(REPO / "README.md", lines)
+    _replace_between(HERE / "README.md", [f"{machine_line(m)} Date {results['date']}.", "", *lines])
+    print("\n".join(lines))
+
+
+def _replace_between(readme: Path, lines: list[str]) -> None:
     start, end = "<!-- bm25:begin -->", "<!-- bm25:end -->"
+    text = readme.read_text()
     if start in text and end in text:
         head, rest = text.split(start, 1)
-        text = head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1]
-        readme.write_text(text)
-    print("\n".join(lines))
+        readme.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1])
 
 
 if __name__ == "__main__":
