@@ -6,10 +6,10 @@
 
 One index is built (timed: writing every file, fsyncs included; --add-batch N hands the writer N documents
 per call, which keeps the build's memory bounded) and every variant searches it; the JSON is
-a list with one result object per (variant, setting). A setting is ``alpha,query_cut`` (query_cut 0 = all
-terms); "1,0", the default, is exact. Single-thread latency runs one query per call through
-``Searcher.search`` (the library's public path, Python overhead included); the batch run passes all queries
-in one call, spread over --threads threads by the kernel.
+a list with one result object per (variant, setting). A setting is ``alpha,query_cut[,query_mass]``
+(query_cut 0 = all terms; query_mass < 1 is two-step search); "1,0", the default, is exact. Single-thread
+latency runs one query per call through ``Searcher.search`` (the library's public path, Python overhead
+included); the batch run passes all queries in one call, spread over --threads threads by the kernel.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from lsr.kernels import set_threads  # noqa: E402
 from lsr.types import SparseBatch  # noqa: E402
 
 
-def parse_settings(text: str) -> list[tuple[float, int | None]]:
+def parse_settings(text: str) -> list[tuple[float, int | None, float]]:
     out = []
     for part in text.replace(" ", "").split(";"):
         if part:
-            alpha, cut = part.split(",")
-            out.append((float(alpha), int(cut) or None))
+            alpha, cut, *mass = part.split(",")
+            out.append((float(alpha), int(cut) or None, float(mass[0]) if mass else 1.0))
     return out
 
 
@@ -87,8 +87,9 @@ def main() -> None:
     for variant in variants:
         backend, algorithm = variant.split("-")
         searcher = Searcher(index, backend)
-        for alpha, query_cut in parse_settings(args.settings) if algorithm != "exhaustive" else [(1.0, None)]:
-            options = {"algorithm": algorithm, "alpha": alpha, "query_cut": query_cut}
+        exact = [(1.0, None, 1.0)]
+        for alpha, query_cut, mass in parse_settings(args.settings) if algorithm != "exhaustive" else exact:
+            options = {"algorithm": algorithm, "alpha": alpha, "query_cut": query_cut, "query_mass": mass}
             set_threads(1)
             raw, lat = C.run_single(lambda q, o=options, s=searcher: s.search(q, args.k, **o), singles, args.warmup)
             qps = None
@@ -99,10 +100,11 @@ def main() -> None:
             objects.append(C.result_object(
                 args, variant=f"{variant}" + ("" if args.weights == "float32" else f" {args.weights}")
                 + ("" if args.reorder == "none" else f" {args.reorder}")
-                + ("" if alpha == 1 and query_cut is None else f" alpha={alpha:g} cut={query_cut or 'all'}"),
+                + ("" if alpha == 1 and query_cut is None else f" alpha={alpha:g} cut={query_cut or 'all'}")
+                + ("" if mass == 1 else f" mass={mass:g}"),
                 params={"weights": weights, "block_size": args.block_size, "reorder": args.reorder, "alpha": alpha,
                         "add_batch": args.add_batch or None,
-                        "query_cut": query_cut, "lsr": __version__},
+                        "query_cut": query_cut, "query_mass": mass, "lsr": __version__},
                 build_s=build_s, index_bytes=C.dir_bytes(index_dir), latency_ms=lat, qps_threads=qps,
                 results=[h.row(0)[0].tolist() for h in raw], scores=[h.row(0)[1].tolist() for h in raw],
                 data=data, quantisation=quantisation,

@@ -56,6 +56,9 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", help="kernel backend: auto, c, numba, numpy [auto]")
     p.add_argument("--algorithm", default="auto", choices=["auto", "exhaustive", "blockmax"],
                    help="exact algorithm [auto: block-max, falling back to exhaustive per query when cheaper]")
+    p.add_argument("--query-mass", type=float, default=1.0,
+                   help="approximate, two-step: candidates from each query's heaviest terms holding this share of "
+                        "its weight, rescored exactly with the whole query (0.7: R@10 ~0.99) [1 = exact]")
     p.add_argument("--alpha", type=float, default=1.0,
                    help="approximate: skip a block unless alpha x its bound reaches the k-th score [1 = exact]")
     p.add_argument("--query-cut", type=int, default=None,
@@ -113,7 +116,8 @@ def _search_options(args: argparse.Namespace) -> dict:
         from lsr.kernels import set_threads
 
         set_threads(args.search_threads)
-    return {"algorithm": args.algorithm, "alpha": args.alpha, "query_cut": args.query_cut}
+    return {"algorithm": args.algorithm, "alpha": args.alpha, "query_cut": args.query_cut,
+            "query_mass": args.query_mass}
 
 
 def _encoder_options(args: argparse.Namespace) -> dict:

@@ -163,7 +163,10 @@ def test_exact_search_options_agree(quantised, capsys, options):
 def test_approximate_options_and_bad_values(quantised, capsys):
     code, out, _ = run(capsys, "search", quantised, "cell protein", "-k", "5", "--alpha", "0.5", "--query-cut", "2")
     assert code == 0 and out.strip()
+    code, out, _ = run(capsys, "search", quantised, "cell protein", "-k", "5", "--query-mass", "0.6")
+    assert code == 0 and out.strip()
     for bad, message in ((["--alpha", "0"], "alpha"), (["--query-cut", "0"], "query_cut"),
+                         (["--query-mass", "0"], "query_mass"), (["--query-mass", "2"], "query_mass"),
                          (["--backend", "numpy", "--algorithm", "blockmax"], "numpy backend")):
         code, _, err = run(capsys, "search", quantised, "cell", *bad)
         assert code == 1 and one_line(err) and message in err

@@ -27,7 +27,7 @@ from lsr.distributed._ray import require_ray
 from lsr.errors import IndexFormatError, InvalidInputError, InvalidQueryError
 from lsr.index import Index, open_index
 from lsr.index import format as fmt
-from lsr.kernels import check_k
+from lsr.kernels import check_k, check_queries
 from lsr.search.retriever import SparseRetriever
 from lsr.types import Hits, SparseBatch
 
@@ -82,11 +82,12 @@ class ShardServer:
         self._deleted = [_deleted_mask(path, manifest, seg.info) for seg in self.segments]
 
     def search(self, queries: SparseBatch, k: int, algorithm: str = "auto", alpha: float = 1.0,
-               query_cut: int | None = None) -> Hits:
+               query_cut: int | None = None, query_mass: float = 1.0) -> Hits:
         from lsr.kernels import topk
 
         parts = [topk(seg.postings, queries, k, deleted, self.backend, id_base=seg.info.doc_base,
-                      algorithm=algorithm, alpha=alpha, query_cut=query_cut)
+                      algorithm=algorithm, alpha=alpha, query_cut=query_cut, query_mass=query_mass,
+                      forward=seg.forward)
                  for seg, deleted in zip(self.segments, self._deleted, strict=True)]
         return parts[0] if len(parts) == 1 else Hits.merge(parts, k)
 
@@ -158,16 +159,16 @@ class ShardedSearcher:
         return len(self.actors)
 
     def search(self, queries: SparseBatch, k: int, algorithm: str = "auto", alpha: float = 1.0,
-               query_cut: int | None = None) -> Hits:
+               query_cut: int | None = None, query_mass: float = 1.0) -> Hits:
         k = check_k(k)
         if not isinstance(queries, SparseBatch):
             raise InvalidQueryError(f"queries must be a SparseBatch, got {type(queries).__name__}.")
         if queries.dim != self.index.dim:
             raise InvalidQueryError(
                 f"queries have dimension {queries.dim} but the index vocabulary has {self.index.dim} terms.")
-        queries.validate()
+        check_queries(queries)
         ref = self._ray.put(queries)  # one copy in the object store, read by every shard
-        parts = self._ray.get([a.search.remote(ref, k, algorithm, alpha, query_cut) for a in self.actors])
+        parts = self._ray.get([a.search.remote(ref, k, algorithm, alpha, query_cut, query_mass) for a in self.actors])
         return parts[0] if len(parts) == 1 else Hits.merge(parts, k)
 
     def describe(self) -> list[dict[str, Any]]:

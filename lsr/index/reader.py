@@ -17,7 +17,7 @@ import orjson
 
 from lsr.errors import IndexFormatError, InvalidQueryError
 from lsr.index import format as fmt
-from lsr.kernels import BlockMaxima, PostingArrays
+from lsr.kernels import BlockMaxima, ForwardArrays, PostingArrays
 from lsr.kernels._arrays import ANCHOR_EVERY, mask_bytes
 from lsr.types import SparseBatch
 
@@ -88,6 +88,11 @@ class Segment:
                 raise IndexFormatError(f"segment {seg_dir} lacks {fmt.DENSE_FAISS}.")
         return cls(info, postings, arrays["fwd_indptr"], arrays["fwd_indices"], arrays["fwd_values"],
                    arrays["docid_offsets"], docid_bytes, dense, seg_dir)
+
+    @property
+    def forward(self) -> ForwardArrays:
+        """The documents' own term ids and stored weights (two-step search rescores on them)."""
+        return ForwardArrays(self.fwd_indptr, self.fwd_indices, self.fwd_values)
 
     def dense_faiss_bytes(self) -> bytes:
         return (self.seg_dir / fmt.DENSE_FAISS).read_bytes()

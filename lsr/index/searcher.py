@@ -6,7 +6,7 @@ import numpy as np
 
 from lsr.errors import InvalidQueryError
 from lsr.index.reader import Index
-from lsr.kernels import check_k, resolve_backend, topk
+from lsr.kernels import check_k, check_queries, resolve_backend, topk
 from lsr.types import Hits, SparseBatch
 
 __all__ = ["Searcher"]
@@ -22,9 +22,10 @@ class Searcher:
         self._deleted = [index.deleted_mask(seg) for seg in index.segments]
 
     def search(self, queries: SparseBatch, k: int, algorithm: str = "auto", alpha: float = 1.0,
-               query_cut: int | None = None) -> Hits:
-        """Top-k over every segment. ``algorithm`` is ``auto``, ``exhaustive`` or ``blockmax``; ``alpha`` < 1
-        and ``query_cut`` turn on approximate search (see :mod:`lsr.kernels`)."""
+               query_cut: int | None = None, query_mass: float = 1.0) -> Hits:
+        """Top-k over every segment. ``algorithm`` is ``auto``, ``exhaustive`` or ``blockmax``; ``query_mass``
+        < 1 (two-step search, the approximate knob), ``alpha`` < 1 and ``query_cut`` turn on approximate search
+        (see :mod:`lsr.kernels`)."""
         k = check_k(k)
         if not isinstance(queries, SparseBatch):
             raise InvalidQueryError(f"queries must be a SparseBatch, got {type(queries).__name__}.")
@@ -32,10 +33,11 @@ class Searcher:
             raise InvalidQueryError(
                 f"queries have dimension {queries.dim} but the index vocabulary has {self.index.dim} terms."
             )
-        queries.validate()
+        check_queries(queries)
         parts = [
             topk(seg.postings, queries, k, deleted, self.backend, id_base=seg.info.doc_base, algorithm=algorithm,
-                 alpha=alpha, query_cut=query_cut)
+                 alpha=alpha, query_cut=query_cut, query_mass=query_mass,
+                 forward=seg.forward)
             for seg, deleted in zip(self.index.segments, self._deleted, strict=True)
         ]
         if not parts:

@@ -9,8 +9,11 @@ Algorithms: ``exhaustive`` (term-at-a-time over every posting of the query's ter
 guarded: it hands a query to exhaustive scoring once its work reaches half of exhaustive's predicted cost),
 and ``auto``: guarded block-max that also goes exhaustive, up front or after its seed blocks, wherever the
 cost model (lsr/kernels/cost_model.py) predicts exhaustive scoring to be cheaper.
-Approximation knobs, both off by default: ``alpha < 1`` skips a block unless ``alpha x bound`` reaches
-the k-th score (BMP's factor), and ``query_cut`` keeps each query's heaviest terms (Seismic's query cut).
+Approximation knobs, all off by default: ``query_mass < 1`` is two-step search (lsr/kernels/two_step.py:
+the exact top candidates of the query's heaviest terms holding that share of its weight, rescored exactly
+with the whole query; the knob with the recall-latency curve in benchmarks/README.md); ``alpha < 1`` skips a
+block unless ``alpha x bound`` reaches the k-th score (BMP's factor), and ``query_cut`` keeps each query's
+heaviest terms (Seismic's query cut).
 Every exact configuration returns exactly the oracle's result (tests/kernels); callers never depend on
 which one ran.
 """
@@ -27,11 +30,12 @@ from lsr.errors import InvalidQueryError, MissingDependencyError
 from lsr.kernels._arrays import WEIGHT_DTYPES, BlockMaxima, PostingArrays, quantize
 from lsr.kernels.cost_model import FITTED, MODES, CostModel
 from lsr.kernels.reference import scaled_query_values
+from lsr.kernels.two_step import ForwardArrays, candidate_depth, check_query_mass, mass_queries, rescore_topk
 from lsr.types import Hits, SparseBatch
 
-__all__ = ["PostingArrays", "BlockMaxima", "quantize", "WEIGHT_DTYPES", "topk",
-           "available_backends", "resolve_backend", "set_threads", "resolve_algorithm", "check_k", "cut_queries",
-           "MAX_K", "ALGORITHMS"]
+__all__ = ["PostingArrays", "BlockMaxima", "ForwardArrays", "quantize", "WEIGHT_DTYPES", "topk",
+           "available_backends", "resolve_backend", "set_threads", "resolve_algorithm", "check_k", "check_queries",
+           "cut_queries", "MAX_K", "ALGORITHMS"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +108,20 @@ def set_threads(n: int) -> None:
         _cbackend.set_threads(n)
 
 
+def check_queries(queries: SparseBatch) -> SparseBatch:
+    """``queries.validate()``, in one C pass where the extension is built (numpy's checks took ~35 µs of a
+    single-query search); a batch that fails is validated by numpy again, which words the error."""
+    if _has_cext() and queries.n:
+        from lsr.kernels import _csparse
+
+        indptr, indices, values = queries.indptr, queries.indices, queries.values
+        if indptr.dtype == np.int64 and indices.dtype == np.int32 and values.dtype == np.float32 and \
+                _csparse.check_sparse(np.ascontiguousarray(indptr), np.ascontiguousarray(indices),
+                                      np.ascontiguousarray(values), queries.dim):
+            return queries
+    return queries.validate()
+
+
 def check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
         raise InvalidQueryError(f"k must be an integer in [1, {MAX_K}], got {k!r}.")
@@ -147,8 +165,11 @@ def topk(
     query_cut: int | None = None,
     cost_model: CostModel = FITTED,
     stats: np.ndarray | None = None,
+    query_mass: float = 1.0,
+    forward: ForwardArrays | None = None,
 ) -> Hits:
-    """Top-``k`` documents of one segment for each query (exact unless ``alpha`` < 1 or ``query_cut``).
+    """Top-``k`` documents of one segment for each query (exact unless ``query_mass`` or ``alpha`` < 1, or
+    ``query_cut``).
 
     ``deleted`` is an optional uint8/bool mask over the segment's documents (non-zero = skip).
     ``id_base`` is added to every returned id (the segment's first global id).
@@ -156,9 +177,11 @@ def topk(
     ``stats``, an int64 array of n_queries x 4, receives per query (block-max algorithms only): the route
     taken (0 block-max, 1 exhaustive from the start, 2 handed over to exhaustive), the seed blocks scored,
     the candidate blocks after the seeds and the candidates scored.
+    ``query_mass`` < 1 needs the segment's ``forward`` arrays (two-step search, lsr/kernels/two_step.py).
     """
     k = check_k(k)
     alpha = check_alpha(alpha)
+    query_mass = check_query_mass(query_mass)
     if queries.dim != postings.dim:
         raise InvalidQueryError(f"queries have dimension {queries.dim} but the index has {postings.dim}.")
     backend = resolve_backend(backend)
@@ -166,6 +189,21 @@ def topk(
     if deleted is not None and len(deleted) not in (0, postings.n_docs):
         raise InvalidQueryError(f"deleted mask has length {len(deleted)}, expected {postings.n_docs}.")
     queries = cut_queries(queries, query_cut)
+    if query_mass < 1:
+        if forward is None:
+            raise InvalidQueryError("query_mass < 1 rescores on the forward index: pass the segment's forward arrays.")
+        pruned = mass_queries(queries, query_mass, backend)
+        if pruned.nnz < queries.nnz:
+            depth = max(k, min(candidate_depth(k), MAX_K))
+            candidates = _search(postings, pruned, depth, deleted, backend, 0, algorithm, alpha, cost_model, None).ids
+            return rescore_topk(forward, queries, scaled_query_values(postings, queries), candidates, k, backend,
+                                id_base)
+    return _search(postings, queries, k, deleted, backend, id_base, algorithm, alpha, cost_model, stats)
+
+
+def _search(postings: PostingArrays, queries: SparseBatch, k: int, deleted: np.ndarray | None, backend: str,
+            id_base: int, algorithm: str, alpha: float, cost_model: CostModel, stats: np.ndarray | None) -> Hits:
+    """The exact (or alpha-pruned) top k on arguments ``topk`` has checked."""
     if backend == "numpy":
         if algorithm != "exhaustive" or alpha != 1.0:
             raise InvalidQueryError("the numpy backend scores exhaustively; use backend 'numba' or 'c' to prune.")

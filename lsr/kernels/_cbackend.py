@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from lsr.kernels import _csparse
 from lsr.kernels.cost_model import FITTED, MODES
 
-__all__ = ["taat_topk", "blockmax_topk", "set_threads"]
+__all__ = ["taat_topk", "blockmax_topk", "rescore_topk", "set_threads"]
 
 _threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 _pool: ThreadPoolExecutor | None = None
@@ -54,3 +54,8 @@ def blockmax_topk(postings, q_indptr, q_indices, q_values, k, deleted, out_ids, 
                                   q_indptr, q_indices, q_values, postings.n_docs, k, deleted, float(alpha), n_seeds,
                                   int(mode), cost.as_array(), out_ids, out_scores),
          id_base, len(q_indptr) - 1, (stats,))
+
+
+def rescore_topk(forward, dim, q_indptr, q_indices, q_values, candidates, k, out_ids, out_scores, id_base=0):
+    _run(_csparse.rescore_topk, (forward.indptr, forward.indices, forward.values, dim, q_indptr, q_indices, q_values,
+                                 candidates, k, out_ids, out_scores), id_base, len(q_indptr) - 1)

@@ -5,6 +5,9 @@
  *   blockmax_topk  block-max pruning: per-term maxima over blocks of consecutive doc ids bound each block's
  *                  scores; the best-bounded blocks seed the top k, then every block whose bound can still
  *                  beat the k-th score is scored, by decreasing bound; exact when alpha == 1
+ *   mass_prune, rescore_topk
+ *                  the two steps of two-step search (approximate): a query's heaviest terms, and the exact
+ *                  scores of candidate documents on the forward index
  *
  * The same algorithms as lsr/kernels/_numba.py, line for line, and the same result as the scipy oracle
  * (lsr/kernels/reference.py): score = sum over query terms, in query order, of q * w in float32; ties
@@ -213,7 +216,8 @@ static int check_common(job_t *j, buf_t *b_off, buf_t *b_w, buf_t *b_boff, buf_t
  * exactly what it touched); on an error path they are freed instead. */
 typedef struct { void *p; size_t bytes; } tl_buf_t;
 
-static __thread tl_buf_t tl_acc, tl_seen, tl_touched, tl_ub, tl_cand, tl_local, tl_seed_s, tl_seed_b, tl_hs, tl_hd;
+static __thread tl_buf_t tl_acc, tl_seen, tl_touched, tl_ub, tl_cand, tl_local, tl_seed_s, tl_seed_b, tl_hs, tl_hd,
+    tl_qtable;
 
 static void *tl_get(tl_buf_t *b, size_t bytes, int zeroed) {
     if (bytes == 0) bytes = 1;
@@ -383,7 +387,17 @@ static int run_taat(const job_t *j) {
 /* The cost model (lsr/kernels/cost_model.py owns it and its fit; ARCHITECTURE.md explains it): predicted
  * time of exhaustive scoring and of block-max's parts, from counts known before a query is scored. */
 enum { COST_POSTING, COST_SCAN_DOC, COST_TERM, COST_ENTRY, COST_ROW_BLOCK, COST_BLOCK, COST_BLOCK_TERM,
-       COST_CAND_SORT, COST_SCORED_RATIO, COST_SCORED_EXPONENT, COST_GUARD, COST_N };
+       COST_CAND_SORT, COST_SCORED_RATIO, COST_SCORED_EXPONENT, COST_GUARD, COST_HEAP, COST_N };
+
+/* Expected heap insertions times their sift depth when `docs` scored documents meet a top-k heap in no
+ * particular order: each of the first k enters, then the i-th does with probability k / i, about
+ * k (1 + ln(docs / k)) in all (the heap term of exhaustive scoring: at k = 1000 it is most of the time on
+ * a small collection). */
+static inline double heap_work(int64_t k, int64_t docs) {
+    double depth = log2((double)(k > 2 ? k : 2));
+    if (docs <= k) return (double)docs * depth;
+    return (double)k * (1.0 + log((double)docs / (double)k)) * depth;
+}
 /* MODE_PURE: block-max to the end (tests); MODE_GUARDED: block-max that hands the query to exhaustive
  * scoring once its own work reaches COST_GUARD x exhaustive's predicted cost (so it costs at most about
  * 1 + COST_GUARD times exhaustive); MODE_AUTO: guarded, and after the seeds it also goes exhaustive when
@@ -521,7 +535,8 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
             else entries += j->b_offsets[t + 1] - j->b_offsets[t];
         }
         int64_t scanned = postings * DENSE_SCAN_RATIO >= n_docs ? n_docs : (postings < n_docs ? postings : n_docs);
-        double t_exhaustive = cm[COST_POSTING] * postings + cm[COST_SCAN_DOC] * scanned + cm[COST_TERM] * n_terms;
+        double t_exhaustive = cm[COST_POSTING] * postings + cm[COST_SCAN_DOC] * scanned + cm[COST_TERM] * n_terms +
+                              cm[COST_HEAP] * heap_work(k, postings < n_docs ? postings : n_docs);
         double t_bounds = cm[COST_ENTRY] * entries + cm[COST_ROW_BLOCK] * rows * n_blocks + cm[COST_BLOCK] * n_blocks;
         double per_block = fmax(cm[COST_BLOCK_TERM] * n_terms, 1e-9); /* scoring one block */
         /* what block-max may spend before it gives up (none of it in MODE_PURE) */
@@ -611,6 +626,114 @@ HOT static int blockmax_u16(const job_t *j, const blocks_t *bl) { return blockma
 
 static int run_blockmax(const job_t *j, const blocks_t *bl) {
     return j->wtype == W_U8 ? blockmax_u8(j, bl) : j->wtype == W_U16 ? blockmax_u16(j, bl) : blockmax_f32(j, bl);
+}
+
+/* ------------------------------------------------------------------------------------------ rescoring */
+/* The second step of two-step search (lsr/kernels/two_step.py): each query's candidate documents (found with a
+ * pruned query) scored exactly with the whole query on the forward index, and the top k kept. A document's
+ * forward row and the query both list term ids in ascending order, so the row's products with the query's
+ * weights come in query order: bit for bit the sum exhaustive accumulation makes. */
+typedef struct {
+    const int64_t *indptr; const void *indices; int idx16; const void *values; wtype_t wtype;
+    int64_t n_docs, nnz;
+    const int64_t *q_indptr; const int32_t *q_indices; const float *q_values;
+    const int64_t *cand; int64_t depth; int64_t k; int64_t dim;
+    int64_t *out_ids; float *out_scores;
+    int64_t q_start, q_end, id_base;
+} rescore_t;
+
+/* forward term id p of a row */
+ALWAYS_INLINE int64_t fwd_term(const rescore_t *r, int64_t p) {
+    return r->idx16 ? ((const uint16_t *)r->indices)[p] : ((const int32_t *)r->indices)[p];
+}
+
+/* The query's weights are scattered into a dim-sized table (zero elsewhere) and each candidate's row adds
+ * table[term] x weight over all its terms: a product with a term outside the query is +0.0, which leaves a
+ * float sum unchanged, so this is the same sum in the same (ascending term = query) order, without a branch
+ * per term. */
+ALWAYS_INLINE int rescore_impl(const rescore_t *r, const wtype_t wt) {
+    float *hs = tl_get(&tl_hs, sizeof(float) * (size_t)r->k, 0);
+    int64_t *hd = tl_get(&tl_hd, sizeof(int64_t) * (size_t)r->k, 0);
+    float *table = tl_get(&tl_qtable, sizeof(float) * (size_t)r->dim, 1); /* zeroed, left zeroed */
+    if (!hs || !hd || !table) return -1;
+    int status = 0;
+    for (int64_t q = r->q_start; q < r->q_end && status == 0; q++) {
+        int64_t q_lo = r->q_indptr[q], q_hi = r->q_indptr[q + 1], size = 0;
+        for (int64_t i = q_lo; i < q_hi; i++) table[r->q_indices[i]] = r->q_values[i];
+        for (int64_t c = 0; c < r->depth && status == 0; c++) {
+            int64_t d = r->cand[q * r->depth + c];
+            if (d < 0) continue;
+            int64_t p = d < r->n_docs ? r->indptr[d] : -1, p_end = d < r->n_docs ? r->indptr[d + 1] : -1;
+            if (p < 0 || p > p_end || p_end > r->nnz) { status = -2; break; }
+            float s = 0.0f;
+            for (; p < p_end; p++) {
+                int64_t t = fwd_term(r, p);
+                if (t >= r->dim) { status = -2; break; }
+                s += table[t] * weight_at(r->values, wt, p);
+            }
+            if (s > 0) OFFER(hs, hd, size, r->k, s, d);
+        }
+        for (int64_t i = q_lo; i < q_hi; i++) table[r->q_indices[i]] = 0.0f;
+        if (status == 0) heap_drain(hs, hd, size, r->out_ids + q * r->k, r->out_scores + q * r->k, r->id_base);
+    }
+    return status;
+}
+
+HOT static int rescore_f32(const rescore_t *r) { return rescore_impl(r, W_F32); }
+HOT static int rescore_u8(const rescore_t *r) { return rescore_impl(r, W_U8); }
+HOT static int rescore_u16(const rescore_t *r) { return rescore_impl(r, W_U16); }
+
+/* Step 1's query (lsr/kernels/two_step.py mass_queries): each query's heaviest terms whose weights sum to at
+ * least `mass` of the query's (ties: the earlier term first; at least one term), written in their original
+ * order. The cut is found by selection, not sorting (a comparison sort of a 300-term query cost ~25 µs, most
+ * of a step): three-way partitions of the weights around a pivot narrow down the weight w at which the sum
+ * of the heavier weights reaches the target; every term heavier than w is kept, and as many terms of weight
+ * exactly w as the target still needs, the earliest first. */
+static int mass_prune(const int64_t *q_indptr, const int32_t *q_indices, const float *q_values, int64_t n_queries,
+                      double mass, int64_t *out_indptr, int32_t *out_indices, float *out_values) {
+    int64_t written = 0, longest = 0;
+    for (int64_t q = 0; q < n_queries; q++)
+        if (q_indptr[q + 1] - q_indptr[q] > longest) longest = q_indptr[q + 1] - q_indptr[q];
+    float *a = malloc(sizeof(float) * (size_t)(longest > 0 ? longest : 1));
+    if (!a) return -1;
+    out_indptr[0] = 0;
+    for (int64_t q = 0; q < n_queries; q++) {
+        int64_t base = q_indptr[q], n = q_indptr[q + 1] - base;
+        if (n == 0) { out_indptr[q + 1] = written; continue; }
+        double total = 0.0;
+        for (int64_t i = 0; i < n; i++) { a[i] = q_values[base + i]; total += a[i]; }
+        double need = mass * total * (1.0 - 1e-9);
+        /* invariant: the answer's weight w lies among a[lo..hi), and `need` is what the terms of a[lo..hi)
+         * that are >= w must still add (everything heavier than a[lo..hi) is already kept) */
+        int64_t lo = 0, hi = n, ties = 0;
+        float w = a[0];
+        for (;;) {
+            float pivot = a[lo + (hi - lo) / 2];
+            int64_t gt = lo, lt = hi, i = lo; /* a[lo..gt) > pivot, a[gt..i) == pivot, a[lt..hi) < pivot */
+            double sum_gt = 0.0;
+            while (i < lt) {
+                float x = a[i];
+                if (x > pivot) { a[i] = a[gt]; a[gt++] = x; sum_gt += x; i++; }
+                else if (x < pivot) { a[i] = a[--lt]; a[lt] = x; }
+                else i++;
+            }
+            if (gt > lo && sum_gt >= need) { hi = gt; continue; } /* the heavier part alone reaches it */
+            double sum = sum_gt;
+            ties = 0;
+            while (ties < lt - gt && sum < need) { sum += pivot; ties++; }
+            if (sum >= need || lt == hi) { w = pivot; if (ties == 0) ties = 1; break; }
+            need -= sum; lo = lt; /* all of the heavier and equal weights kept: go lighter */
+        }
+        for (int64_t i = 0; i < n; i++) {
+            float x = q_values[base + i];
+            if (x > w || (x == w && ties-- > 0)) {
+                out_indices[written] = q_indices[base + i]; out_values[written] = x; written++;
+            }
+        }
+        out_indptr[q + 1] = written;
+    }
+    free(a);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ Python API */
@@ -727,6 +850,134 @@ static PyObject *py_blockmax_topk(PyObject *self, PyObject *args) {
     return finish(status);
 }
 
+static PyObject *py_rescore_topk(PyObject *self, PyObject *args) {
+    PyObject *o[9];
+    rescore_t r;
+    long long dim, k, q_start, q_end, id_base;
+    if (!PyArg_ParseTuple(args, "OOOLOOOOLOOLLL", &o[0], &o[1], &o[2], &dim, &o[3], &o[4], &o[5], &o[6], &k, &o[7],
+                          &o[8], &q_start, &q_end, &id_base))
+        return NULL;
+    buf_t b[9];
+    memset(b, 0, sizeof b);
+    if (get_buf(o[0], &b[0], 'q', 0, "fwd_indptr") || get_buf(o[1], &b[1], 'b', 0, "fwd_indices") ||
+        get_buf(o[2], &b[2], 'w', 0, "fwd_values") || get_buf(o[3], &b[3], 'q', 0, "q_indptr") ||
+        get_buf(o[4], &b[4], 'i', 0, "q_indices") || get_buf(o[5], &b[5], 'f', 0, "q_values") ||
+        get_buf(o[6], &b[6], 'q', 0, "candidates") || get_buf(o[7], &b[7], 'q', 1, "out_ids") ||
+        get_buf(o[8], &b[8], 'f', 1, "out_scores")) {
+        release_all(b, 9);
+        return NULL;
+    }
+    r.indptr = b[0].view.buf; r.n_docs = n_items(&b[0]) - 1;
+    r.indices = b[1].view.buf; r.idx16 = b[1].view.itemsize == 2; r.nnz = n_items(&b[1]);
+    r.values = b[2].view.buf; r.wtype = weight_type(&b[2]);
+    r.q_indptr = b[3].view.buf; r.q_indices = b[4].view.buf; r.q_values = b[5].view.buf;
+    r.cand = b[6].view.buf; r.k = k; r.out_ids = b[7].view.buf; r.out_scores = b[8].view.buf;
+    r.q_start = q_start; r.q_end = q_end; r.id_base = id_base; r.dim = dim;
+    int64_t n_queries = n_items(&b[3]) - 1, q_nnz = n_items(&b[4]);
+    const char *err = NULL;
+    if (r.n_docs < 0 || n_queries < 0) err = "fwd_indptr and q_indptr need >= 1 entry";
+    else if (dim < 1 || dim > (1LL << 31)) err = "dim must be in [1, 2^31]";
+    else if (n_items(&b[2]) != r.nnz) err = "forward indices and values differ in length";
+    else if (k < 1) err = "k must be >= 1";
+    else if (n_items(&b[6]) % (n_queries > 0 ? n_queries : 1) != 0) err = "candidates must have n_queries rows";
+    else if (n_items(&b[7]) != n_queries * k || n_items(&b[8]) != n_queries * k) err = "outputs must have n_queries x k entries";
+    else if (q_start < 0 || q_end > n_queries || q_start > q_end) err = "query range outside the batch";
+    else if (n_items(&b[5]) != q_nnz || r.q_indptr[0] != 0 || r.q_indptr[n_queries] != q_nnz) err = "q_indptr, q_indices and q_values are inconsistent";
+    else {
+        for (int64_t q = 0; q < n_queries && !err; q++) {
+            if (r.q_indptr[q + 1] < r.q_indptr[q]) err = "q_indptr must be non-decreasing";
+            /* the merge with the forward rows needs each query's terms ascending */
+            for (int64_t i = r.q_indptr[q]; i < r.q_indptr[q + 1] && !err; i++) {
+                if (r.q_indices[i] < 0 || r.q_indices[i] >= dim) err = "query term id outside [0, dim)";
+                else if (i > r.q_indptr[q] && r.q_indices[i] <= r.q_indices[i - 1])
+                    err = "query term ids must be strictly increasing within a query";
+            }
+        }
+    }
+    if (err) {
+        release_all(b, 9);
+        PyErr_SetString(PyExc_ValueError, err);
+        return NULL;
+    }
+    r.depth = n_queries > 0 ? n_items(&b[6]) / n_queries : 0;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = r.wtype == W_U8 ? rescore_u8(&r) : r.wtype == W_U16 ? rescore_u16(&r) : rescore_f32(&r);
+    Py_END_ALLOW_THREADS
+    if (status != 0) tl_drop(&tl_qtable); /* may hold query weights after an error */
+    release_all(b, 9);
+    return finish(status);
+}
+
+static PyObject *py_mass_prune(PyObject *self, PyObject *args) {
+    PyObject *o[6];
+    double mass;
+    if (!PyArg_ParseTuple(args, "OOOdOOO", &o[0], &o[1], &o[2], &mass, &o[3], &o[4], &o[5])) return NULL;
+    buf_t b[6];
+    memset(b, 0, sizeof b);
+    if (get_buf(o[0], &b[0], 'q', 0, "q_indptr") || get_buf(o[1], &b[1], 'i', 0, "q_indices") ||
+        get_buf(o[2], &b[2], 'f', 0, "q_values") || get_buf(o[3], &b[3], 'q', 1, "out_indptr") ||
+        get_buf(o[4], &b[4], 'i', 1, "out_indices") || get_buf(o[5], &b[5], 'f', 1, "out_values")) {
+        release_all(b, 6);
+        return NULL;
+    }
+    const int64_t *indptr = b[0].view.buf;
+    int64_t n_queries = n_items(&b[0]) - 1, nnz = n_items(&b[1]);
+    const char *err = NULL;
+    if (n_queries < 0) err = "q_indptr needs >= 1 entry";
+    else if (n_items(&b[2]) != nnz || indptr[0] != 0 || indptr[n_queries] != nnz) err = "q_indptr, q_indices and q_values are inconsistent";
+    else if (!(mass > 0.0 && mass <= 1.0)) err = "mass must be in (0, 1]";
+    else if (n_items(&b[3]) != n_queries + 1 || n_items(&b[4]) < nnz || n_items(&b[5]) < nnz) err = "outputs are too short";
+    else
+        for (int64_t q = 0; q < n_queries && !err; q++)
+            if (indptr[q + 1] < indptr[q]) err = "q_indptr must be non-decreasing";
+    if (err) {
+        release_all(b, 6);
+        PyErr_SetString(PyExc_ValueError, err);
+        return NULL;
+    }
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = mass_prune(indptr, b[1].view.buf, b[2].view.buf, n_queries, mass, b[3].view.buf, b[4].view.buf,
+                        b[5].view.buf);
+    Py_END_ALLOW_THREADS
+    release_all(b, 6);
+    return finish(status);
+}
+
+/* check_sparse(indptr, indices, values, dim) -> bool: whether a batch of sparse vectors keeps every invariant of
+ * lsr.types.SparseBatch.validate (rows non-decreasing, term ids in [0, dim) and strictly increasing within a
+ * row, values finite and > 0), in one pass. lsr.kernels.check_queries calls it before every search (numpy's
+ * dozen passes took ~35 µs of a single-query search) and lets validate() word the error when it fails. */
+static PyObject *py_check_sparse(PyObject *self, PyObject *args) {
+    PyObject *o[3];
+    long long dim;
+    if (!PyArg_ParseTuple(args, "OOOL", &o[0], &o[1], &o[2], &dim)) return NULL;
+    buf_t b[3];
+    memset(b, 0, sizeof b);
+    if (get_buf(o[0], &b[0], 'q', 0, "indptr") || get_buf(o[1], &b[1], 'i', 0, "indices") ||
+        get_buf(o[2], &b[2], 'f', 0, "values")) {
+        release_all(b, 3);
+        return NULL;
+    }
+    const int64_t *indptr = b[0].view.buf;
+    const int32_t *indices = b[1].view.buf;
+    const float *values = b[2].view.buf;
+    int64_t n = n_items(&b[0]) - 1, nnz = n_items(&b[1]);
+    int ok = n >= 0 && n_items(&b[2]) == nnz && indptr[0] == 0 && indptr[n] == nnz;
+    for (int64_t q = 0; q < n && ok; q++) {
+        int64_t lo = indptr[q], hi = indptr[q + 1];
+        if (hi < lo || lo < 0 || hi > nnz) { ok = 0; break; }
+        for (int64_t i = lo; i < hi; i++) {
+            int32_t t = indices[i];
+            float v = values[i];
+            if (t < 0 || t >= dim || !(v > 0) || isinf(v) || (i > lo && t <= indices[i - 1])) { ok = 0; break; }
+        }
+    }
+    release_all(b, 3);
+    return PyBool_FromLong(ok);
+}
+
 static PyMethodDef methods[] = {
     {"taat_topk", py_taat_topk, METH_VARARGS,
      "taat_topk(offsets, weights, block_offsets, block_ids, masks, block_size, q_indptr, q_indices, q_values,"
@@ -735,6 +986,12 @@ static PyMethodDef methods[] = {
      "blockmax_topk(offsets, weights, block_offsets, block_ids, masks, block_size, block_maxima, anchors,"
      " dense_rows, dense, dense_scale, dense_prefix, q_indptr, q_indices, q_values, n_docs, k, deleted, alpha,"
      " n_seeds, mode, cost, out_ids, out_scores, q_start, q_end, id_base[, stats]) -> None"},
+    {"rescore_topk", py_rescore_topk, METH_VARARGS,
+     "rescore_topk(fwd_indptr, fwd_indices, fwd_values, dim, q_indptr, q_indices, q_values, candidates, k, out_ids,"
+     " out_scores, q_start, q_end, id_base) -> None"},
+    {"check_sparse", py_check_sparse, METH_VARARGS, "check_sparse(indptr, indices, values, dim) -> bool"},
+    {"mass_prune", py_mass_prune, METH_VARARGS,
+     "mass_prune(q_indptr, q_indices, q_values, mass, out_indptr, out_indices, out_values) -> None"},
     {NULL, NULL, 0, NULL},
 };
 

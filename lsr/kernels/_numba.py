@@ -257,10 +257,19 @@ def _score_block(b, block_size, q_lo, q_hi, q_indices, q_values, offsets, weight
 # The cost model's fields, in CostModel order (lsr/kernels/cost_model.py; the C kernel's COST_* enum), and
 # the modes (MODES there): block-max to the end, guarded block-max, auto.
 (C_POSTING, C_SCAN_DOC, C_TERM, C_ENTRY, C_ROW_BLOCK, C_BLOCK, C_BLOCK_TERM, C_CAND_SORT, C_SCORED_RATIO,
- C_SCORED_EXPONENT, C_GUARD) = range(11)
+ C_SCORED_EXPONENT, C_GUARD, C_HEAP) = range(12)
 MODE_PURE, MODE_GUARDED, MODE_AUTO = range(3)
 ROUTE_BLOCKMAX, ROUTE_EXHAUSTIVE, ROUTE_FALLBACK = range(3)
 DENSE_SCAN_RATIO = 4
+
+
+@njit(cache=True, inline="always")
+def heap_work(k, docs):
+    """Expected top-k heap insertions x sift depth for ``docs`` scored documents (as the C kernel's)."""
+    depth = np.log2(max(k, 2))
+    if docs <= k:
+        return docs * depth
+    return k * (1.0 + np.log(docs / k)) * depth
 
 
 # A dense row's bound is float(row[b]) * scale, multiplied by the query weight in another order than the
@@ -305,7 +314,8 @@ def _blockmax(offsets, weights, b_offsets, b_ids, b_max, masks, anchors, dense_r
                 else:
                     entries += b_offsets[t + 1] - b_offsets[t]
             scanned = n_docs if postings * DENSE_SCAN_RATIO >= n_docs else min(postings, n_docs)
-            t_exhaustive = cm[C_POSTING] * postings + cm[C_SCAN_DOC] * scanned + cm[C_TERM] * n_terms
+            t_exhaustive = (cm[C_POSTING] * postings + cm[C_SCAN_DOC] * scanned + cm[C_TERM] * n_terms
+                            + cm[C_HEAP] * heap_work(k, min(postings, n_docs)))
             t_bounds = cm[C_ENTRY] * entries + cm[C_ROW_BLOCK] * rows * n_blocks + cm[C_BLOCK] * n_blocks
             per_block = max(cm[C_BLOCK_TERM] * n_terms, 1e-9)
             limit = np.inf if mode == MODE_PURE or np.isinf(cm[C_GUARD]) else cm[C_GUARD] * t_exhaustive

@@ -96,7 +96,7 @@ class SparseRetriever:
 
     def search(self, queries: Sequence[str] | SparseBatch, k: int, show_progress: bool = False,
                **search_options) -> Hits:
-        """``search_options`` go to :meth:`lsr.index.Searcher.search` (algorithm, alpha, query_cut)."""
+        """``search_options`` go to :meth:`lsr.index.Searcher.search` (algorithm, alpha, query_cut, query_mass)."""
         self.timings = {}
         if not isinstance(queries, SparseBatch):
             started = time.perf_counter()

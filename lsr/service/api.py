@@ -107,7 +107,7 @@ def search():
         queries = _vectors_from_tokens(snap, req.vectors)
     started = time.perf_counter()
     hits = snap.retriever.searcher.search(queries, req.k, algorithm=req.algorithm, alpha=req.alpha,
-                                          query_cut=req.query_cut)
+                                          query_cut=req.query_cut, query_mass=req.query_mass)
     timings["search_ms"] = 1000 * (time.perf_counter() - started)
     _deadline("search")
     started = time.perf_counter()

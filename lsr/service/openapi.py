@@ -66,6 +66,9 @@ def openapi_document(limits) -> dict[str, Any]:  # noqa: ANN001 - Limits
                     "algorithm": {"type": "string", "enum": ["auto", "exhaustive", "blockmax"]},
                     "alpha": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1},
                     "query_cut": {"type": "integer", "minimum": 1, "maximum": 4096},
+                    "query_mass": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1,
+                                   "default": 1, "description": "approximate two-step search: the share of each "
+                                   "query's weight its candidates are found with (1 = exact)"},
                     "retriever": {"type": "string", "enum": ["sparse", "dense", "hybrid", "default"]},
                     "hybrid": {"type": "object", "properties": {
                         "method": {"type": "string", "enum": ["pyserini", "convex", "rrf"]},

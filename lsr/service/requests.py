@@ -34,6 +34,7 @@ class SearchRequest:
     alpha: float
     query_cut: int | None
     pipeline: dict[str, Any] | None = None  # a SearchPipeline config, for dense / hybrid / PRF
+    query_mass: float = 1.0
 
 
 def bad(message: str) -> ApiError:
@@ -108,6 +109,9 @@ def parse_search(body: dict, limits: Limits) -> SearchRequest:
     alpha = body.get("alpha", 1.0)
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha <= 1:
         raise bad(f"alpha must be a number in (0, 1], got {alpha!r}.")
+    query_mass = body.get("query_mass", 1.0)
+    if isinstance(query_mass, bool) or not isinstance(query_mass, int | float) or not 0 < query_mass <= 1:
+        raise bad(f"query_mass must be a number in (0, 1], got {query_mass!r}.")
     query_cut = body.get("query_cut")
     if query_cut is not None:
         query_cut = _int(body, "query_cut", 0, 1, 4096)
@@ -115,7 +119,7 @@ def parse_search(body: dict, limits: Limits) -> SearchRequest:
     if not isinstance(explain, bool):
         raise bad(f"explain must be true or false, got {explain!r}.")
     return SearchRequest(texts, vectors, _int(body, "k", 10, 1, limits.max_k), explain, algorithm, float(alpha),
-                         query_cut, pipeline)
+                         query_cut, pipeline, float(query_mass))
 
 
 def _pipeline(body: dict) -> dict[str, Any] | None:

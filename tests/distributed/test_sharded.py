@@ -96,6 +96,10 @@ def test_sharded_search_equals_single_index(ray_local, indexes, dtype):
     expected = single.search(queries, 10, "blockmax", alpha=0.7, query_cut=3)
     got = sharded.search(queries, 10, "blockmax", alpha=0.7, query_cut=3)
     np.testing.assert_array_equal(got.ids, expected.ids)
+    # two-step search runs per segment, wherever the segment is
+    expected, got = single.search(queries, 10, query_mass=0.5), sharded.search(queries, 10, query_mass=0.5)
+    np.testing.assert_array_equal(got.ids, expected.ids)
+    np.testing.assert_array_equal(got.scores, expected.scores)
     sharded.close()
 
 

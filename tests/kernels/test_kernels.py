@@ -7,8 +7,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lsr.errors import InvalidQueryError, MissingDependencyError
-from lsr.kernels import ALGORITHMS, PostingArrays, available_backends, cut_queries, reference, resolve_backend, topk
+from lsr.errors import InvalidInputError, InvalidQueryError, MissingDependencyError
+from lsr.kernels import (
+    ALGORITHMS,
+    PostingArrays,
+    available_backends,
+    check_queries,
+    cut_queries,
+    reference,
+    resolve_backend,
+    topk,
+)
 from lsr.kernels.cost_model import FITTED, PURE_BLOCKMAX, CostModel
 from lsr.types import Hits, SparseBatch
 
@@ -311,3 +320,27 @@ def test_numpy_backend_refuses_to_prune():
 def test_bad_alpha_is_rejected(alpha):
     with pytest.raises(InvalidQueryError, match="alpha"):
         topk(_postings([{0: 1.0}], 1), SparseBatch.from_dicts([{0: 1.0}], 1), 1, alpha=alpha)
+
+
+@given(st.lists(st.lists(st.tuples(st.integers(-2, 12), st.sampled_from([0.5, 1.0, 0.0, -1.0, float("inf"),
+                                                                           float("nan"), 2.0])), max_size=6),
+                max_size=5), st.booleans())
+def test_check_queries_accepts_exactly_what_validate_accepts(rows, shuffled):
+    """The one-pass C check (when built) and SparseBatch.validate agree on every batch, valid or not, and
+    the error is validate's own."""
+    indptr = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum([len(r) for r in rows], out=indptr[1:])
+    pairs = [p for r in rows for p in (r if shuffled else sorted(r))]
+    batch = SparseBatch(indptr, np.array([t for t, _ in pairs], np.int32), np.array([v for _, v in pairs], np.float32),
+                        10)
+    try:
+        batch.validate()
+        expected = None
+    except InvalidInputError as exc:
+        expected = str(exc)
+    if expected is None:
+        assert check_queries(batch) is batch
+    else:
+        with pytest.raises(InvalidInputError) as err:
+            check_queries(batch)
+        assert str(err.value) == expected

@@ -39,6 +39,17 @@ def test_search_texts_matches_the_library(client, served_index):
         [[h["id"] for h in r["hits"]] for r in body["results"]]
 
 
+def test_two_step_search_returns_exact_scores(client):
+    """query_mass < 1 may miss documents but every hit carries its exact score, and 1 is the exact search."""
+    exact = client.post("/v1/search", json={"query": "cell protein gene", "k": 60}).json["results"][0]["hits"]
+    score_of = {h["id"]: h["score"] for h in exact}
+    approx = client.post("/v1/search", json={"query": "cell protein gene", "k": 5, "query_mass": 0.5}).json
+    hits = approx["results"][0]["hits"]
+    assert hits and all(h["score"] == score_of[h["id"]] for h in hits)
+    same = client.post("/v1/search", json={"query": "cell protein gene", "k": 5, "query_mass": 1}).json
+    assert same["results"][0]["hits"] == exact[:5]
+
+
 def test_search_single_query_and_vectors(client):
     one = client.post("/v1/search", json={"query": "cell", "k": 3}).json
     encoded = client.post("/v1/encode", json={"texts": ["cell"]}).json["vectors"][0]
@@ -82,6 +93,9 @@ def test_exact_options_agree(client):
     ({"query": "cell", "alpha": 0}, "alpha"),
     ({"query": "cell", "algorithm": "fast"}, "algorithm"),
     ({"query": "cell", "query_cut": 0}, "query_cut"),
+    ({"query": "cell", "query_mass": 0}, "query_mass"),
+    ({"query": "cell", "query_mass": 1.5}, "query_mass"),
+    ({"query": "cell", "query_mass": "half"}, "query_mass"),
     ({"query": "cell", "explain": "yes"}, "explain"),
     ({"query": "cell", "hybrid": {"alpha": 0.5}}, "not available"),
 ])
