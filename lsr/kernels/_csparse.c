@@ -9,9 +9,10 @@
  *                  the two steps of two-step search (approximate): a query's heaviest terms, and the exact
  *                  scores of candidate documents on the forward index
  *
- * The same algorithms as lsr/kernels/_numba.py, line for line, and the same result as the scipy oracle
- * (lsr/kernels/reference.py): score = sum over query terms, in query order, of q * w in float32; ties
- * broken by ascending document id; hits with score <= 0 or deleted are never returned.
+ * The same algorithms as lsr/kernels/_numba.py, line for line (two-step's pruning is numpy there), and the
+ * same result as the scipy oracle (lsr/kernels/reference.py): score = sum over query terms, in query order,
+ * of q * w in float32; ties broken by ascending document id; hits with score <= 0 or deleted are never
+ * returned.
  *
  * Arrays come in through the buffer protocol (numpy arrays and memory maps, no copies). Every length is
  * checked before the loop and every id read from an array is bounds-checked inside it: bad input raises
@@ -387,7 +388,20 @@ static int run_taat(const job_t *j) {
 /* The cost model (lsr/kernels/cost_model.py owns it and its fit; ARCHITECTURE.md explains it): predicted
  * time of exhaustive scoring and of block-max's parts, from counts known before a query is scored. */
 enum { COST_POSTING, COST_SCAN_DOC, COST_TERM, COST_ENTRY, COST_ROW_BLOCK, COST_BLOCK, COST_BLOCK_TERM,
-       COST_CAND_SORT, COST_SCORED_RATIO, COST_SCORED_EXPONENT, COST_GUARD, COST_HEAP, COST_N };
+       COST_CAND_SORT, COST_SCORED_RATIO, COST_SCORED_EXPONENT, COST_GUARD, COST_HEAP,
+       COST_BLOCKS_CONST, COST_BLOCKS_K, COST_BLOCKS_BLOCKS, COST_BLOCKS_TERMS, COST_BLOCKS_POSTINGS,
+       COST_BLOCKS_K_BLOCKS, COST_BLOCKS_K_TERMS, COST_N };
+
+/* auto's up-front guess of the blocks block-max will score (seeds and candidates), a log-linear function of
+ * what is known before the bounds (k, B blocks, T terms, P postings; fitted by benchmarks/routes.py):
+ * exp(c0 + c1 ln k + c2 ln B + c3 ln T + c4 ln P + c5 ln k ln B + c6 ln k ln T) */
+static inline double predicted_blocks(const double *cm, int64_t k, int64_t n_blocks, int64_t n_terms, int64_t postings) {
+    double lk = log((double)k), lb = log((double)(n_blocks > 1 ? n_blocks : 1));
+    double lt = log((double)(n_terms > 1 ? n_terms : 1)), lp = log((double)(postings > 1 ? postings : 1));
+    return exp(cm[COST_BLOCKS_CONST] + cm[COST_BLOCKS_K] * lk + cm[COST_BLOCKS_BLOCKS] * lb +
+               cm[COST_BLOCKS_TERMS] * lt + cm[COST_BLOCKS_POSTINGS] * lp + cm[COST_BLOCKS_K_BLOCKS] * lk * lb +
+               cm[COST_BLOCKS_K_TERMS] * lk * lt);
+}
 
 /* Expected heap insertions times their sift depth when `docs` scored documents meet a top-k heap in no
  * particular order: each of the first k enters, then the i-th does with probability k / i, about
@@ -541,7 +555,11 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
         double per_block = fmax(cm[COST_BLOCK_TERM] * n_terms, 1e-9); /* scoring one block */
         /* what block-max may spend before it gives up (none of it in MODE_PURE) */
         double limit = bl->mode == MODE_PURE || isinf(cm[COST_GUARD]) ? INFINITY : cm[COST_GUARD] * t_exhaustive;
-        if (t_bounds + per_block * (n_seeds < n_blocks ? n_seeds : n_blocks) > limit) {
+        /* exhaustive from the start: when block-max's bounds and seeds alone would pass its limit, or (auto)
+         * when its predicted whole cost is above exhaustive scoring's */
+        if (t_bounds + per_block * (n_seeds < n_blocks ? n_seeds : n_blocks) > limit ||
+            (bl->mode == MODE_AUTO &&
+             t_bounds + per_block * predicted_blocks(cm, k, n_blocks, n_terms, postings) > t_exhaustive)) {
             if (!ts.acc && taat_scratch_get(&ts, n_docs) != 0) { status = -1; break; }
             int64_t size = taat_query(j, q, &ts, sc.hs, sc.hd, wt);
             if (size < 0) { status = (int)size; break; }

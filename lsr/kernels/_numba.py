@@ -16,7 +16,7 @@ from numba import njit, prange
 from lsr.kernels._arrays import ANCHOR_EVERY, POPCOUNT8
 from lsr.kernels.cost_model import FITTED, MODES
 
-__all__ = ["taat_topk", "blockmax_topk"]
+__all__ = ["taat_topk", "blockmax_topk", "rescore_topk"]
 
 _local = threading.local()
 
@@ -257,7 +257,8 @@ def _score_block(b, block_size, q_lo, q_hi, q_indices, q_values, offsets, weight
 # The cost model's fields, in CostModel order (lsr/kernels/cost_model.py; the C kernel's COST_* enum), and
 # the modes (MODES there): block-max to the end, guarded block-max, auto.
 (C_POSTING, C_SCAN_DOC, C_TERM, C_ENTRY, C_ROW_BLOCK, C_BLOCK, C_BLOCK_TERM, C_CAND_SORT, C_SCORED_RATIO,
- C_SCORED_EXPONENT, C_GUARD, C_HEAP) = range(12)
+ C_SCORED_EXPONENT, C_GUARD, C_HEAP, C_BLOCKS_CONST, C_BLOCKS_K, C_BLOCKS_BLOCKS, C_BLOCKS_TERMS,
+ C_BLOCKS_POSTINGS, C_BLOCKS_K_BLOCKS, C_BLOCKS_K_TERMS) = range(19)
 MODE_PURE, MODE_GUARDED, MODE_AUTO = range(3)
 ROUTE_BLOCKMAX, ROUTE_EXHAUSTIVE, ROUTE_FALLBACK = range(3)
 DENSE_SCAN_RATIO = 4
@@ -319,7 +320,15 @@ def _blockmax(offsets, weights, b_offsets, b_ids, b_max, masks, anchors, dense_r
             t_bounds = cm[C_ENTRY] * entries + cm[C_ROW_BLOCK] * rows * n_blocks + cm[C_BLOCK] * n_blocks
             per_block = max(cm[C_BLOCK_TERM] * n_terms, 1e-9)
             limit = np.inf if mode == MODE_PURE or np.isinf(cm[C_GUARD]) else cm[C_GUARD] * t_exhaustive
-            if t_bounds + per_block * min(n_seeds, n_blocks) > limit:
+            # exhaustive from the start: block-max's bounds and seeds alone pass its limit, or (auto) its
+            # predicted whole cost (blocks to score: a fitted power law) is above exhaustive scoring's
+            lk, lb = np.log(k), np.log(max(n_blocks, 1))
+            lt, lp = np.log(max(n_terms, 1)), np.log(max(postings, 1))
+            blocks_guess = np.exp(cm[C_BLOCKS_CONST] + cm[C_BLOCKS_K] * lk + cm[C_BLOCKS_BLOCKS] * lb
+                                  + cm[C_BLOCKS_TERMS] * lt + cm[C_BLOCKS_POSTINGS] * lp
+                                  + cm[C_BLOCKS_K_BLOCKS] * lk * lb + cm[C_BLOCKS_K_TERMS] * lk * lt)
+            if t_bounds + per_block * min(n_seeds, n_blocks) > limit or (
+                    mode == MODE_AUTO and t_bounds + per_block * blocks_guess > t_exhaustive):
                 size = _taat_query(q, offsets, weights, b_offsets, b_ids, masks, block_size, q_indptr, q_indices,
                                    q_values, k, deleted, has_deleted, acc, seen, touched, heap_s, heap_d)
                 heap_drain(heap_s, heap_d, size, out_ids, out_scores, q, id_base)
@@ -418,3 +427,42 @@ def blockmax_topk(postings, q_indptr, q_indices, q_values, k, deleted, out_ids, 
               blocks.block_size, q_indptr, q_indices, q_values, n_docs, k, deleted, np.float32(alpha), n_seeds,
               int(mode), cost.as_array(), n_chunks, id_base, out_ids, out_scores, acc, seen, touched, ub, local,
               np.zeros((0, 4), np.int64) if stats is None else stats.reshape(-1, 4))
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _rescore(indptr, indices, values, dim, q_indptr, q_indices, q_values, cand, k, id_base, out_ids, out_scores,
+             n_chunks):
+    """The C kernel's rescore_topk: each candidate's forward row summed against a dim-sized table of the
+    query's weights (zero elsewhere: +0.0 leaves a float sum unchanged), in ascending term = query order."""
+    n_queries = len(q_indptr) - 1
+    n_docs = len(indptr) - 1
+    for chunk in prange(n_chunks):
+        table = np.zeros(dim, np.float32)
+        heap_s = np.empty(k, np.float32)
+        heap_d = np.empty(k, np.int64)
+        for q in range(chunk, n_queries, n_chunks):
+            for i in range(q_indptr[q], q_indptr[q + 1]):
+                table[q_indices[i]] = q_values[i]
+            size = 0
+            for c in range(cand.shape[1]):
+                d = cand[q, c]
+                if d < 0 or d >= n_docs:
+                    continue
+                s = np.float32(0.0)
+                for p in range(indptr[d], indptr[d + 1]):
+                    s += table[indices[p]] * np.float32(values[p])
+                if s > 0:
+                    size = _offer(heap_s, heap_d, size, k, s, d)
+            for i in range(q_indptr[q], q_indptr[q + 1]):
+                table[q_indices[i]] = np.float32(0.0)
+            heap_drain(heap_s, heap_d, size, out_ids, out_scores, q, id_base)
+
+
+def rescore_topk(forward, dim, q_indptr, q_indices, q_values, candidates, k, out_ids, out_scores, id_base=0):
+    """Two-step search's step 2 (lsr/kernels/two_step.py); candidate ids out of range are skipped (the C kernel
+    raises: the caller hands only the first step's hits)."""
+    n_queries = len(q_indptr) - 1
+    n_chunks = max(1, min(n_queries, numba.get_num_threads()))
+    _rescore(forward.indptr, forward.indices, forward.values, dim, q_indptr, q_indices, q_values,
+             candidates.reshape(n_queries, -1), k, id_base, out_ids.reshape(n_queries, -1),
+             out_scores.reshape(n_queries, -1), n_chunks)

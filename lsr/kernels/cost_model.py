@@ -18,19 +18,21 @@ smaller the share of candidates that end up scored).
 
 Routes (``MODE_*`` in the kernels): ``blockmax`` is *guarded*: it goes exhaustive up front when its bounds
 and seeds alone would cost more than ``guard`` x exhaustive, and hands the query to exhaustive scoring once
-its own work reaches that much, so it costs at most about ``1 + guard`` times exhaustive (1.5x); ``auto``
-does the same and, after the seeds, also goes exhaustive when the predicted rest costs more than
-exhaustive scoring. Every route returns the same exact result; the model only decides the time.
+its own work reaches that much, so it costs at most about ``1 + guard`` times exhaustive (1.5x, plus the
+model's error); ``auto`` does the same, and also goes exhaustive up front when block-max's whole predicted
+cost is above exhaustive's -- the blocks it will score guessed before any bound is computed, as
+a log-linear function of ln k, ln B, ln T, ln P and the products ln k ln B, ln k ln T (``blocks_*``; the
+block-max work for a given k depends on the collection and the query length) -- and, after the seeds,
+when the candidates it is predicted to score cost more than exhaustive scoring. Every route returns the
+same exact result; the model only decides the time.
 
-The constants are nanoseconds on the machine they were fitted on (a 2-core Xeon); only their ratios
-matter. PROVISIONAL: the timing constants come from one exploratory fit (per-query timings of forced
-exhaustive and never-giving-up block-max on enwiki-100k, 200 short and 200 long queries, k = 10, 100,
-1000, non-negative least squares on relative error: p50 error 10% exhaustive, 6% block-max); the
-``scored`` power law is a first guess (the measured share scored/candidates ran from 0.03 to 0.8 by k and
-query length), and with a share of 0.3 auto went exhaustive too often (synth-1m k=10 p50 0.93 -> 1.35 ms),
-so it is 0 for now: auto behaves as guarded block-max. A fitting script in benchmarks/ and a check of
-`auto` against the best route per query
-class are the follow-up (issue 21).
+The constants are nanoseconds on the machine they were fitted on; only their ratios matter. They are fitted
+by ``python benchmarks/routes.py``, which times every query of three collections (small: SciFact,
+NFCorpus; large: enwiki-100k) with short, medium and long queries (long: another collection's documents)
+at k = 10 and 1000, on each route: non-negative least squares of the times on the counts above (relative
+error; the exhaustive model's median error is ~6%, block-max's ~10%), log-log least squares for the two
+power laws. The same script checks ``auto`` against the fastest route per query class
+(benchmarks/README.md, "Exact routes").
 """
 
 from __future__ import annotations
@@ -60,6 +62,16 @@ class CostModel:
     scored_exponent: float
     guard: float = 0.5
     heap: float = 0.0
+    # auto's up-front guess of the blocks block-max scores: exp(const + k ln k + blocks ln B + terms ln T
+    # + postings ln P + k_blocks ln k ln B + k_terms ln k ln T) (-inf: none, so auto goes exhaustive up front
+    # only when the bounds alone cost more)
+    blocks_const: float = -math.inf
+    blocks_k: float = 0.0
+    blocks_blocks: float = 0.0
+    blocks_terms: float = 0.0
+    blocks_postings: float = 0.0
+    blocks_k_blocks: float = 0.0
+    blocks_k_terms: float = 0.0
 
     def as_array(self) -> np.ndarray:
         """The kernels' argument: float64, in field order (the C kernel's COST_* enum); made once per model
@@ -72,9 +84,12 @@ class CostModel:
         return array
 
 
-# provisional (see above): enwiki-100k uint8, 2-core Xeon, 2026-12-05
-FITTED = CostModel(posting=0.53, scan_doc=3.96, term=0.0, entry=1.41, row_block=0.047, block=2.46,
-                   block_term=65.0, cand_sort=6.5, scored_ratio=0.0, scored_exponent=1.0)
+# fitted by `python benchmarks/routes.py` on two passes over the same queries (SciFact, NFCorpus and
+# enwiki-100k, float32, own + long queries, k = 10 and 1000), 2-core AMD EPYC (AVX2), 2026-12-06
+FITTED = CostModel(posting=1.466, scan_doc=3.545, term=229.2, entry=2.076, row_block=0.1224, block=3.046,
+                   block_term=52.25, cand_sort=12.0, scored_ratio=1.806, scored_exponent=0.8449, guard=0.5,
+                   heap=8.658, blocks_const=0.5822, blocks_k=0.07698, blocks_blocks=-0.3971, blocks_terms=1.286,
+                   blocks_postings=0.1352, blocks_k_blocks=0.13, blocks_k_terms=-0.1653)
 
 # block-max that never gives up (tests reach its code on collections where the guard would always fall back)
 PURE_BLOCKMAX = replace(FITTED, guard=math.inf)
