@@ -27,6 +27,7 @@ import hybrid_prf  # noqa: E402
 from hybrid_prf import TUNE_SPLIT, dataset  # noqa: E402
 from prepare_enwiki import bench_dir  # noqa: E402
 from scale import machine, machine_line  # noqa: E402
+from tables import replace_section  # noqa: E402
 
 from lsr.eval.metrics import evaluate_run  # noqa: E402
 from lsr.eval.runner import run_from_hits  # noqa: E402
@@ -124,17 +125,9 @@ def write_readme(results: dict, names: list[str]) -> None:
         cells = [f"{row[n]['nDCG@10']:.4f} | {row[n]['R@100']:.4f} | {row[n]['ms_per_query']:.2f}" for n in names]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     m = results["machine"]
-    _replace_between(REPO / "README.md", lines)
-    _replace_between(HERE / "README.md", [f"{machine_line(m)} Date {results['date']}.", "", *lines])
+    replace_section(REPO / "README.md", "bm25", "\n".join(lines))
+    replace_section(HERE / "README.md", "bm25", "\n".join([f"{machine_line(m)} Date {results['date']}.", "", *lines]))
     print("\n".join(lines))
-
-
-def _replace_between(readme: Path, lines: list[str]) -> None:
-    start, end = "<!-- bm25:begin -->", "<!-- bm25:end -->"
-    text = readme.read_text()
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        readme.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1])
 
 
 if __name__ == "__main__":

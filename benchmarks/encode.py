@@ -42,9 +42,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results"
 README = HERE / "README.md"
-BEGIN, END = "<!-- encode:begin -->", "<!-- encode:end -->"
 ENWIKI = REPO.parent / "shared" / "data" / "corpora" / "enwiki-2015" / "corpus.jsonl.gz"
 SCIFACT = REPO / "lsr" / "datasets" / "scifact" / "corpus.jsonl.gz"
 QUERIES = {"enwiki titles": ENWIKI.with_name("queries.jsonl.gz"),
@@ -320,18 +320,14 @@ def table(report: dict) -> str:
 
 
 def write_readme() -> None:
+    from tables import replace_section
+
     """Every results/encode-*.json (a run with fast bfloat16, an AVX2-only one), fast bfloat16 first."""
     reports = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("encode-*.json"), reverse=True)]
-    text = README.read_text()
-    section = BEGIN + "\n" + "\n".join(table(r) for r in reports) + "\n" + END
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Encoding\n\n`python benchmarks/encode.py`: see its docstring for what " \
-            "is measured. CPU share is this process's CPU time over wall time × threads: below ~0.9 other jobs " \
-            f"took cores during the run (the load average includes this benchmark's own threads).\n\n{section}\n"
-    README.write_text(text)
+    replace_section(README, "encode", "\n".join(table(r) for r in reports),
+                    "## Encoding\n\n`python benchmarks/encode.py`: see its docstring for what is measured. CPU "
+                    "share is this process's CPU time over wall time × threads: below ~0.9 other jobs took cores "
+                    "during the run (the load average includes this benchmark's own threads).")
 
 
 def main() -> None:

@@ -142,3 +142,17 @@ def write_readme() -> None:
 
 if __name__ == "__main__":
     write_readme()
+
+
+def replace_section(readme: Path, name: str, body: str, heading: str = "") -> None:
+    """Put ``body`` between ``<!-- name:begin -->`` and ``<!-- name:end -->`` of ``readme``; where the markers are
+    missing, append ``heading`` and the marked body at the end (every benchmark owns one such section)."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = readme.read_text(encoding="utf-8")
+    section = f"{begin}\n{body}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + (heading + "\n\n" if heading else "") + section + "\n"
+    readme.write_text(text, encoding="utf-8")

@@ -10,7 +10,9 @@ What it guarantees: every returned score is the document's exact score, bit for 
 gives (the forward row and the query both list term ids ascending, and the merge adds the products in query
 order); what it may lose is a document the pruned query ranked below ``depth(k)``. ``query_mass = 1`` is the
 exact search itself. The recall-latency curve against Seismic is in benchmarks/README.md ("Approximate
-search").
+search"). Where it pays: queries whose exact route is exhaustive scoring (long queries, small and medium
+collections), whose time is their postings; on short queries over a large collection the exact block-max
+route already scores a few blocks, and a top-50 of the pruned query costs more than the exact top 10.
 """
 
 from __future__ import annotations
@@ -117,11 +119,13 @@ def rescore_reference(forward: ForwardArrays, queries: SparseBatch, q_values: np
 def rescore_topk(forward: ForwardArrays, queries: SparseBatch, q_values: np.ndarray, candidates: np.ndarray, k: int,
                  backend: str, id_base: int = 0) -> Hits:
     """Top k of each query's candidate documents (local ids, -1 = none), scored exactly on the forward index."""
-    if backend != "c":
+    if backend == "numpy":
         return rescore_reference(forward, queries, q_values, candidates, k, id_base)
-    from lsr.kernels import _cbackend
-
+    if backend == "c":
+        from lsr.kernels import _cbackend as impl
+    else:
+        from lsr.kernels import _numba as impl
     out = Hits.empty(queries.n, k)
-    _cbackend.rescore_topk(forward, queries.dim, queries.indptr, queries.indices, q_values, candidates, k, out.ids,
-                           out.scores, id_base)
+    impl.rescore_topk(forward, queries.dim, queries.indptr, queries.indices, q_values, candidates, k, out.ids,
+                      out.scores, id_base)
     return out
