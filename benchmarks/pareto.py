@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ sys.path.insert(0, str(HERE / "peers"))
 
 import _common as C  # noqa: E402
 from prepare_enwiki import bench_dir  # noqa: E402
-from run import check, dataset_folder, python_for  # noqa: E402
+from run import check, dataset_folder, run_engine  # noqa: E402
 from scale import machine, machine_line  # noqa: E402
 from tables import replace_section  # noqa: E402
 
@@ -78,18 +77,6 @@ def long_query_folder(base: str = "scifact", source: str = "nfcorpus", n: int = 
 
 def folder_of(name: str) -> Path:
     return long_query_folder() if name == "scifact-longq" else dataset_folder(name)
-
-
-def run_runner(engine: str, runner: Path, folder: Path, out: Path, k: int, knobs: list[str],
-               max_queries: int | None) -> Path:
-    result = out / f"{engine}.json"
-    cmd = [python_for(engine), str(runner), "--data", str(folder), "--work", str(out / "work" / engine),
-           "--k", str(k), "--out", str(result), "--threads", "2", "--no-batch", "--warmup", "50", *knobs]
-    if max_queries:
-        cmd += ["--max-queries", str(max_queries)]
-    log.info("running %s", " ".join(cmd[1:]))
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return result
 
 
 def label(row: dict) -> str:
@@ -195,10 +182,12 @@ def main() -> None:
                                     f"{data.queries.nnz / max(data.queries.n, 1):.0f} terms")
             out = bench_dir() / "runs" / f"pareto-{name}"
             out.mkdir(parents=True, exist_ok=True)
-            results = [run_runner("lsr", HERE / "run_lsr.py", folder, out, args.k,
-                                  ["--variant", "c-auto", "--settings", settings], args.max_queries),
-                       run_runner("seismic", HERE / "peers" / "run_seismic.py", folder, out, args.k,
-                                  ["--settings", args.seismic, "--no-save"], args.max_queries)]
+            extra = ["--no-batch", "--warmup", "50"] + (["--max-queries", str(args.max_queries)]
+                                                        if args.max_queries else [])
+            results = [run_engine("lsr", folder, args.k, out, extra, ["--variant", "c-auto", "--settings", settings]),
+                       run_engine("seismic", folder, args.k, out, extra, ["--settings", args.seismic, "--no-save"])]
+            if None in results:
+                raise SystemExit(f"a runner failed on {name} (see the log above)")
             rows = check(results, folder, out)
             saved["rows"][name] = rows
             saved["summary"] += summarise(name, rows)

@@ -106,8 +106,11 @@ def exhaustive_floor(folder: Path, bandwidth: float, bytes_per_posting: int = 8)
             "n_docs": docs.n, "n_queries": queries.n}
 
 
-def run_engine(engine: str, folder: Path, k: int, out: Path, extra: list[str]) -> Path | None:
-    runner, knobs = ENGINES[engine]
+def run_engine(engine: str, folder: Path, k: int, out: Path, extra: list[str],
+               knobs: list[str] | None = None) -> Path | None:
+    """Run one engine's runner (``knobs``: instead of ENGINES' own); None when its venv is missing or it fails."""
+    runner, default_knobs = ENGINES[engine]
+    knobs = default_knobs if knobs is None else knobs
     python = python_for(engine)
     if not Path(python).exists():
         log.warning("skipping %s: no venv at %s (run benchmarks/peers/setup_peers.sh)", engine, python)

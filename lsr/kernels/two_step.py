@@ -7,7 +7,7 @@ segment's forward index (each document's own terms) and keeps the top k. It is L
 SPLADE ("Two-Step SPLADE", ECIR 2024) with the pruning on the query side only, so the index is unchanged.
 
 What it guarantees: every returned score is the document's exact score, bit for bit what exhaustive scoring
-gives (the forward row and the query both list term ids ascending, and the merge adds the products in query
+gives (the forward row and the query both list term ids ascending, so the row's products come in query
 order); what it may lose is a document the pruned query ranked below ``depth(k)``. ``query_mass = 1`` is the
 exact search itself. The recall-latency curve against Seismic is in benchmarks/README.md ("Approximate
 search"). Where it pays: queries whose exact route is exhaustive scoring (long queries, small and medium

@@ -57,6 +57,14 @@ def _int(body: dict, key: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
+def _share(body: dict, key: str) -> float:
+    """A number in (0, 1], 1 by default (the exact search): alpha, query_mass."""
+    value = body.get(key, 1.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise bad(f"{key} must be a number in (0, 1], got {value!r}.")
+    return float(value)
+
+
 def _texts(body: dict, key: str, limits: Limits) -> list[str]:
     texts = body[key]
     if isinstance(texts, str):
@@ -106,20 +114,15 @@ def parse_search(body: dict, limits: Limits) -> SearchRequest:
     algorithm = body.get("algorithm", "auto")
     if algorithm not in ALGORITHMS:
         raise bad(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}.")
-    alpha = body.get("alpha", 1.0)
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha <= 1:
-        raise bad(f"alpha must be a number in (0, 1], got {alpha!r}.")
-    query_mass = body.get("query_mass", 1.0)
-    if isinstance(query_mass, bool) or not isinstance(query_mass, int | float) or not 0 < query_mass <= 1:
-        raise bad(f"query_mass must be a number in (0, 1], got {query_mass!r}.")
+    alpha, query_mass = _share(body, "alpha"), _share(body, "query_mass")
     query_cut = body.get("query_cut")
     if query_cut is not None:
         query_cut = _int(body, "query_cut", 0, 1, 4096)
     explain = body.get("explain", False)
     if not isinstance(explain, bool):
         raise bad(f"explain must be true or false, got {explain!r}.")
-    return SearchRequest(texts, vectors, _int(body, "k", 10, 1, limits.max_k), explain, algorithm, float(alpha),
-                         query_cut, pipeline, float(query_mass))
+    return SearchRequest(texts, vectors, _int(body, "k", 10, 1, limits.max_k), explain, algorithm, alpha,
+                         query_cut, pipeline, query_mass)
 
 
 def _pipeline(body: dict) -> dict[str, Any] | None:
