@@ -448,10 +448,9 @@ def machine() -> dict:
 
 def machine_line(m: dict) -> str:
     flags = m.get("flags", {})
-    have = [f for f in ("avx2", "avx512f", "avx512_bf16") if flags.get(f)]
-    if flags.get("amx_tile"):
-        have.append("amx")
-    return (f"Machine: {m['cpu']} ({', '.join(have) or 'no AVX2'}), {m['cores']} cores, {m['memory_gib']} GiB RAM, "
+    named = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX-512 BF16", "amx_tile": "AMX"}
+    features = ", ".join(f"{label} {'yes' if flags.get(f) else 'no'}" for f, label in named.items())
+    return (f"Machine: {m['cpu']} ({features}), {m['cores']} cores, {m['memory_gib']} GiB RAM, "
             f"{m['platform']}.")
 
 
