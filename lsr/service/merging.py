@@ -30,13 +30,15 @@ class BackgroundMerger:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._idle_lock = threading.Lock()  # "no wake pending, so idle" is checked and recorded atomically
         self.merges = 0  # merges this worker committed (for /metrics and tests)
         self.busy = threading.Event()  # set while the thread has unfinished work
 
     def notify(self) -> None:
         """A write was committed: merge what the policy asks for, soon, off the request's thread."""
-        self.busy.set()
-        self._wake.set()
+        with self._idle_lock:
+            self.busy.set()
+            self._wake.set()
         with self._start_lock:
             if self._thread is None or not self._thread.is_alive():  # started lazily: after gunicorn's fork
                 self._thread = threading.Thread(target=self._run, name="lsr-merger", daemon=True)
@@ -57,8 +59,9 @@ class BackgroundMerger:
             if self._wake.wait(self.idle_s):  # more writes came: merge again before settling
                 continue
             self._guarded(settle)
-            if not self._wake.is_set():
-                self.busy.clear()
+            with self._idle_lock:  # else a notify between the check and the clear would be reported idle
+                if not self._wake.is_set():
+                    self.busy.clear()
 
     def _guarded(self, step) -> None:  # noqa: ANN001
         try:
