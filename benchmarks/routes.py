@@ -111,7 +111,13 @@ def time_query(p: PostingArrays, q: SparseBatch, k: int, route: str, model: Cost
 
 def measure(name: str, args: argparse.Namespace, model: CostModel) -> list[dict]:
     ex = C.load_exchange(bench_dir() / name)
-    p = PostingArrays.from_documents(batch_of(ex.docs))
+    if args.weights == "uint8":  # what `lsr index` stores by default: uint8 at SPLADE-tiny's proven bound
+        from lsr.encoders import load_encoder
+
+        scale = 255.0 / load_encoder("splade-tiny").weight_bound()
+        p = PostingArrays.from_documents(batch_of(ex.docs), weight_dtype="uint8", scale=scale)
+    else:
+        p = PostingArrays.from_documents(batch_of(ex.docs))
     rows = []
     pool = query_pool(name, args.queries, args.long, args.seed)
     log.info("%s: %d documents, %d postings, %d queries", name, p.n_docs, p.nnz, len(pool))
@@ -238,8 +244,13 @@ def render(summary: list[dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
-def write_readme(saved: dict) -> None:
+def write_readme(saved: dict, weights: str = "float32") -> None:
     quality = saved["fit_quality"]["median_rel_error"]
+    if weights != "float32":  # a second table, same columns: the model fitted on float32, checked on these
+        replace_section(README, f"routes-{weights}", render(saved["summary"], saved),
+                        f"### The same check on {weights} impacts (`--weights {weights}`: the default storage of "
+                        "`lsr index`; cost model unchanged, fitted on float32)")
+        return
     replace_section(README, "routes", render(saved["summary"], saved) + "\n\nMean µs per kernel call (one thread, "
                     "min of the repeats per query). This run's own fit: median relative error "
                     f"{quality['exhaustive']:.0%} (exhaustive), {quality['blockmax']:.0%} (block-max), "
@@ -264,12 +275,17 @@ def main() -> None:
                         help="which model auto and guarded run with: lsr's FITTED, or one fitted from a first pass")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--render-only", action="store_true")
+    parser.add_argument("--weights", choices=["float32", "uint8"], default="float32",
+                        help="stored weights of the measured segments (uint8: at SPLADE-tiny's proven bound, as "
+                             "`lsr index` stores by default); uint8 writes results/routes-uint8.json")
     args = parser.parse_args()
+    if args.weights != "float32" and args.out == RESULTS:
+        args.out = RESULTS.with_name(f"routes-{args.weights}.json")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.render_only:
         saved = json.loads(args.out.read_text())
         print(render(saved["summary"], saved))
-        write_readme(saved)
+        write_readme(saved, args.weights)
         return
     set_threads(1)
     collections = args.collections.split(",")
@@ -288,8 +304,8 @@ def main() -> None:
     print(render(summary, meta))
     print("\nfitted:", model_line(fitted))
     print("fit quality:", json.dumps(quality))
-    if args.out == RESULTS:
-        write_readme({**meta, "summary": summary})
+    if args.out == RESULTS.with_name(RESULTS.name if args.weights == "float32" else f"routes-{args.weights}.json"):
+        write_readme({**meta, "summary": summary}, args.weights)
 
 
 if __name__ == "__main__":

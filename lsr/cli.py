@@ -38,10 +38,12 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_storage_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", choices=["float32", "uint8", "uint16"], default="float32",
-                   help="stored impact type; integers store round(weight x scale) [float32]")
+    p.add_argument("--weights", choices=["auto", "float32", "uint8", "uint16"], default="auto",
+                   help="stored impact type; integers store round(weight x scale) [auto: uint8 (uint16 for "
+                        "hybrids) scaled by the encoder's proven largest weight where it has one, else float32]")
     p.add_argument("--scale", type=float, default=None,
-                   help="quantisation scale (100 is Anserini's convention) [largest weight -> type maximum]")
+                   help="quantisation scale (100 is Anserini's convention) [from the encoder's weight bound, "
+                        "else largest weight -> type maximum]")
     p.add_argument("--block-size", type=int, default=8, help="documents per block-max block [8]")
     p.add_argument("--reorder", choices=["none", "bp"], default="none",
                    help="order documents by graph bisection for tighter block maxima [none]")

@@ -68,6 +68,7 @@ class LsrIndexer(pt.Indexer):
     def index(self, iter: Iterable[Mapping[str, Any]]) -> Path:  # noqa: A002 - PyTerrier's signature
         from lsr.index import IndexWriter
         from lsr.index.vocabulary import Vocabulary
+        from lsr.index.weight_policy import resolve_storage
         from lsr.types import SparseBatch
 
         docs = iter.to_dict("records") if isinstance(iter, pd.DataFrame) else iter
@@ -83,6 +84,7 @@ class LsrIndexer(pt.Indexer):
             if not tokens:
                 raise InvalidInputError("no document carries 'toks'; pass a model to encode texts.")
             vocabulary, config = Vocabulary.from_tokens(tokens, source="collection"), None
+        storage = resolve_storage(self.storage, encoder)  # weight type "auto" unless given
         token_ids = vocabulary.token_ids()
 
         def flush(writer: IndexWriter, ids: list[str], texts: list[str], toks: list[dict[int, float]]) -> None:
@@ -92,7 +94,7 @@ class LsrIndexer(pt.Indexer):
                 writer.add(ids, SparseBatch.from_dicts(toks, vocabulary.size))
 
         with IndexWriter.create(self.index_dir, vocabulary, config, overwrite=self.overwrite,
-                                **self.storage) as writer:
+                                **storage) as writer:
             ids: list[str] = []
             texts: list[str] = []
             toks: list[dict[int, float]] = []

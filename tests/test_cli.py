@@ -151,6 +151,23 @@ def test_quantised_index_reports_its_storage(quantised, capsys):
     assert info["size_bytes"] > 0
 
 
+def test_default_storage_is_uint8_scaled_by_the_encoders_bound(built, tiny_encoder, capsys):
+    """--weights auto (the default): the model proves its largest weight, so uint8 at 255 / bound, recorded;
+    no document can be clipped. The manifest says where the scale came from."""
+    code, out, _ = run(capsys, "info", built / "idx")
+    weights = json.loads(out)["weights"]
+    assert weights["dtype"] == "uint8" and weights["bound"] == pytest.approx(tiny_encoder.weight_bound())
+    assert weights["scale"] == pytest.approx(255 / weights["bound"])
+
+
+def test_float32_on_request(built, tiny_model, capsys):
+    assert main(["-q", "index", str(built / "corpus.jsonl"), str(built / "f32"), "--model", str(tiny_model),
+                 "--weights", "float32"]) == 0
+    capsys.readouterr()
+    code, out, _ = run(capsys, "info", built / "f32")
+    assert json.loads(out)["weights"] == {"dtype": "float32", "scale": 1.0}
+
+
 @pytest.mark.parametrize("options", [["--algorithm", "exhaustive"], ["--algorithm", "blockmax"],
                                      ["--backend", "numpy", "--algorithm", "exhaustive"], ["--search-threads", "1"]])
 def test_exact_search_options_agree(quantised, capsys, options):

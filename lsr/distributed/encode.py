@@ -40,6 +40,7 @@ from lsr.errors import InvalidInputError, JobStateError
 from lsr.index import IndexWriter
 from lsr.index import format as fmt
 from lsr.index.format import write_bytes_atomic
+from lsr.index.weight_policy import resolve_storage
 from lsr.io.beir import count_lines, find_corpus_file, iter_corpus
 from lsr.io.shards import list_shards, shard_path, write_shard
 from lsr.jobs.build import BuildResult
@@ -223,12 +224,13 @@ def ray_build_index(corpus: str | os.PathLike[str], index_dir: str | os.PathLike
                     stats: RayJobStats | None = None) -> BuildResult:
     """``lsr index CORPUS INDEX --ray``: encode and write segments on Ray actors, one commit publishes them.
     ``storage`` holds IndexWriter options (``weight_dtype``, ``scale``, ``block_size``, ``reorder``); integer
-    weights need an explicit ``scale``, since the workers quantise independently; ``reorder="bp"`` orders
+    weights need a ``scale`` fixed up front, since the workers quantise independently: given, or from the
+    encoder's weight bound (:mod:`lsr.index.weight_policy`, also what ``auto`` uses); ``reorder="bp"`` orders
     documents within each chunk's segment (a local build reorders within its own, larger segments)."""
     require_ray()  # before anything is written
     _check_workers(workers, shard_size)
-    storage = {k: v for k, v in (storage or {}).items() if v is not None}
-    if storage.get("weight_dtype", "float32") != "float32" and storage.get("scale") is None:
+    storage = resolve_storage(storage, encoder)
+    if storage["weight_dtype"] != "float32" and storage.get("scale") is None:
         raise InvalidInputError("a distributed build quantises on every worker: pass --scale (e.g. 100) with "
                                 f"--weights {storage['weight_dtype']}.")
     corpus_file = find_corpus_file(Path(corpus))

@@ -192,6 +192,11 @@ class Bm25Encoder:
         return {"type": self.kind, "model": str(self.model_path), "analyzer": ANALYZER, "k1": self.k1,
                 "b": self.b, "vocabulary": self.vocabulary.identity()}
 
+    def weight_bound(self) -> float:
+        """A document weight is ``idf * tf / (tf + norm)`` with ``norm >= 0``: at most the largest IDF (in
+        float32 too: the ratio rounds to at most 1)."""
+        return float(self.idf.max(initial=0.0)) or 1.0
+
     def _term_counts(self, text: str) -> tuple[np.ndarray, np.ndarray, int]:
         terms = analyze(text)
         counts = Counter(terms)

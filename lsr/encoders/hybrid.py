@@ -79,6 +79,11 @@ class HybridSparseEncoder:
         return {"type": self.kind, "model": self.model_spec, "parts": [p.config() for p in self.parts],
                 "query_weights": self.query_weights, "vocabulary": self.vocabulary.identity()}
 
+    def weight_bound(self) -> float | None:
+        """The largest of the parts' bounds (documents are joined unscaled), None if a part has none."""
+        bounds = [getattr(p, "weight_bound", lambda: None)() for p in self.parts]
+        return None if any(b is None for b in bounds) else max(bounds)
+
     def join(self, batches: list[SparseBatch | None], n: int, scales: Sequence[float]) -> SparseBatch:
         """Row i of the result is row i of every part, shifted into that part's id range and scaled (a part
         scaled by 0, or None, is left out)."""

@@ -74,6 +74,10 @@ class InferenceFreeEncoder:
         return {**self.documents.config(), "type": self.kind, "model": self.model_spec,
                 "idf": str(self.idf_path), "idf_sha256": self.idf_sha256}
 
+    def weight_bound(self) -> float | None:
+        """Documents' weights only: they are what an index stores."""
+        return self.documents.weight_bound()
+
     def encode_documents(self, texts: Sequence[str], show_progress: bool = False) -> SparseBatch:
         return self.documents.encode_documents(texts, show_progress)
 

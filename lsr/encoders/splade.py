@@ -15,6 +15,7 @@ from lsr.encoders.loading import load_masked_lm, vocabulary_of
 from lsr.encoders.pooling import VocabProjection, dense_to_sparse_batch, projected_splade, quantize_dynamic, splade_pool
 from lsr.encoders.pruning import check_pruning, prune
 from lsr.encoders.single_text import BUILD_LOCK, SingleTextPath
+from lsr.encoders.weight_bound import ROUNDING_SLACK, splade_weight_bound
 from lsr.errors import InvalidInputError
 from lsr.types import SparseBatch
 
@@ -79,6 +80,7 @@ class SpladeEncoder:
         self._special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)), dtype=torch.long)
         self._projection = self._fused_projection()  # None: the full-logits route
         self._single = None  # batch-of-one route (queries): built on first use, see lsr.encoders.single_text
+        self._bound: list[float | None] = []  # computed on first use
 
     @property
     def dim(self) -> int:
@@ -105,6 +107,16 @@ class SpladeEncoder:
         if self.dtype != "float32":  # likewise: float32 configs stay equal to those of older manifests
             config["dtype"] = self.dtype
         return config
+
+    def weight_bound(self) -> float | None:
+        """A weight no input can exceed (see :mod:`lsr.encoders.weight_bound`), or None where the head does
+        not allow a proof. bfloat16 and int8 compute the logits approximately: 5% headroom instead of 0.1%."""
+        if not self._bound:
+            batch = self.tokenizer(["a b c d", "the quick brown fox"], padding=True, return_tensors="pt")
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            slack = ROUNDING_SLACK if self.dtype == "float32" else 0.05
+            self._bound.append(splade_weight_bound(self.model, batch, head_input, slack))
+        return self._bound[0]
 
     def encode_queries(self, texts: Sequence[str], show_progress: bool = False) -> SparseBatch:
         return self.encode(texts, show_progress)

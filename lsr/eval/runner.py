@@ -21,6 +21,7 @@ from lsr.errors import InvalidInputError
 from lsr.eval.metrics import DEFAULT_MEASURES, evaluate_run
 from lsr.index import Index, open_index
 from lsr.index.format import write_bytes_atomic
+from lsr.index.weight_policy import AUTO
 from lsr.io.beir import read_qrels, read_queries, resolve_dataset, split_queries
 from lsr.io.trec import hits_to_run, write_run
 from lsr.types import Hits, SparseBatch
@@ -192,7 +193,12 @@ def _reusable(index_dir: Path, model: str, storage: dict[str, Any] | None, dense
         return False
     storage = storage or {}
     manifest = index.manifest
-    same_storage = (manifest.weights["dtype"] == storage.get("weight_dtype", "float32")
+    dtype = storage.get("weight_dtype") or AUTO
+    # "auto" reuses an index whose weight type auto chose (it records the bound) or a float32 one (auto's
+    # choice without a bound, and the default before auto: --rebuild rebuilds it); an explicit type must match
+    same_dtype = ("bound" in manifest.weights or manifest.weights["dtype"] == "float32") if dtype == AUTO \
+        else manifest.weights["dtype"] == dtype
+    same_storage = (same_dtype
                     and (storage.get("scale") is None or manifest.weights["scale"] == storage["scale"])
                     and manifest.block_size == storage.get("block_size", manifest.block_size)
                     and manifest.reorder == storage.get("reorder"))

@@ -303,6 +303,8 @@ def _weights_of(record: dict[str, Any]) -> dict[str, Any]:
     scale = 1.0 if record.get("scale") is None else float(record["scale"])
     if not scale > 0:
         raise ValueError(f"weight scale must be > 0, got {scale}")
+    if record.get("bound") is not None:  # the encoder's proven largest weight the scale came from
+        return {"dtype": dtype, "scale": scale, "bound": float(record["bound"])}
     return {"dtype": dtype, "scale": scale}
 
 

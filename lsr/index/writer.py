@@ -94,11 +94,14 @@ class IndexWriter:
                dense: dict[str, Any] | None = None,
                dense_builder: Callable[[np.ndarray], bytes] | None = None,
                flush_postings: int = DEFAULT_FLUSH_POSTINGS,
-               merge_policy: MergePolicy | None = DEFAULT_POLICY) -> IndexWriter:
+               merge_policy: MergePolicy | None = DEFAULT_POLICY,
+               weight_bound: float | None = None) -> IndexWriter:
         """Start a new index at ``path`` (which must not exist unless ``overwrite``).
 
         ``weight_dtype`` ``uint8``/``uint16`` stores ``round(weight * scale)``; without a ``scale`` the
         first segment's largest weight is mapped to the type's maximum (later, larger weights are clipped).
+        ``weight_bound``, the encoder's proven largest weight the scale was chosen from (see
+        :mod:`lsr.index.weight_policy`), is recorded in the manifest.
         ``block_size`` documents share one block maximum per term (the unit of block-max pruning).
         ``reorder="bp"`` orders each segment's documents by graph bisection so that neighbours share terms,
         which tightens block maxima (slower builds, faster block-max search on unclustered collections).
@@ -110,6 +113,8 @@ class IndexWriter:
             raise InvalidInputError(f"weight dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {weight_dtype!r}.")
         if scale is not None and not scale > 0:
             raise InvalidInputError(f"quantisation scale must be > 0, got {scale}.")
+        if weight_bound is not None and not weight_bound > 0:
+            raise InvalidInputError(f"weight_bound must be > 0, got {weight_bound}.")
         if not isinstance(block_size, int) or not 1 <= block_size <= 4096:
             raise InvalidInputError(f"block_size must be an integer in [1, 4096], got {block_size!r}.")
         if reorder not in (None, "bp"):
@@ -132,7 +137,8 @@ class IndexWriter:
                 files={fmt.VOCAB: fmt.file_record(vocab_file)},
                 created_by=f"lsr {__version__}",
                 weights={"dtype": weight_dtype,
-                         "scale": 1.0 if weight_dtype == "float32" else (None if scale is None else float(scale))},
+                         "scale": 1.0 if weight_dtype == "float32" else (None if scale is None else float(scale)),
+                         **({} if weight_bound is None else {"bound": float(weight_bound)})},
                 block_size=block_size,
                 reorder=reorder,
                 provenance=provenance,

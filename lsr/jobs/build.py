@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from lsr.errors import InvalidInputError
 from lsr.index import IndexWriter, Vocabulary, open_index
 from lsr.index.merge import compact
+from lsr.index.weight_policy import AUTO, resolve_storage
 from lsr.index.writer import DEFAULT_SEGMENT_DOCS
 from lsr.io.beir import find_corpus_file
 from lsr.io.jsonvectors import collect_tokens, iter_vector_batches, looks_like_vectors
@@ -62,7 +63,11 @@ def index_from_shards(encoded: Path, index_dir: Path, overwrite: bool = False,
     shards = list_shards(encoded)
     vocabulary = read_job_vocabulary(encoded)
     storage = dict(storage or {})
-    if storage.get("weight_dtype", "float32") != "float32" and storage.get("scale") is None:
+    if storage.get("weight_dtype", AUTO) != "float32" and storage.get("scale") is None:
+        from lsr.encoders import load_encoder  # the job's encoder: its weight bound, when it has one
+
+        storage = resolve_storage(storage, load_encoder(job["encoder"]))
+    if storage.get("weight_dtype") != "float32" and storage.get("scale") is None:
         # one scale for the whole index: the largest weight of any shard maps to the type's maximum
         largest = max(float(read_shard(path)[1].values.max(initial=0.0)) for path in shards)
         storage["scale"] = float(np.iinfo(storage["weight_dtype"]).max) / (largest or 1.0)
@@ -103,8 +108,11 @@ def index_from_vectors(vectors_path: Path, index_dir: Path, model: str | None = 
             raise InvalidInputError(f"{vectors_path} holds no vectors with terms.")
         vocabulary = Vocabulary.from_tokens(tokens, source="collection")
     token_ids = vocabulary.token_ids()
+    # these vectors were made outside lsr, so the model's weight bound proves nothing about them: auto stores
+    # float32, and an explicit integer type without a scale takes the writer's (the first batch's largest)
+    storage = resolve_storage(storage, None)
     with IndexWriter.create(index_dir, vocabulary, encoder_config, overwrite, segment_docs,
-                            **(storage or {})) as writer:
+                            **storage) as writer:
         for path in files:
             for ids, batch in tqdm(iter_vector_batches(path, token_ids, vocabulary.size),
                                    disable=not show_progress, desc=f"indexing {path.name}", unit="batch"):
@@ -146,6 +154,7 @@ def build_index(source: str | os.PathLike[str], index_dir: str | os.PathLike[str
 
     model, encoder_options = fit_bm25_part(source, index_dir, model, encoder_options, show_progress)
     encoder = load_encoder(model or DEFAULT_MODEL, **(encoder_options or {}))
+    storage = resolve_storage(storage, encoder)
     dense_encoder = None
     if dense_model is not None:
         from lsr.dense import DenseEncoder

@@ -80,6 +80,21 @@ def _vectors_from_tokens(snap: Snapshot, vectors: list[dict[str, float]]) -> Spa
     return SparseBatch.from_dicts(rows, snap.index.dim)
 
 
+def _check_storable(snap: Snapshot, batch: SparseBatch) -> None:
+    """A 400 for a document weight an integer-weight index cannot hold: the writer would clip it, and a
+    document added through the API is stored as given or not at all."""
+    weights = snap.index.manifest.weights
+    if weights["dtype"] == "float32" or not batch.nnz or weights.get("scale") is None:
+        return
+    largest = float(np.iinfo(weights["dtype"]).max) / weights["scale"]
+    worst = float(batch.values.max())
+    if worst > largest * (1 + 1e-6):
+        raise ApiError(400, "weight_out_of_range",
+                       f"a document weight of {worst:.6g} is above {largest:.6g}, the largest this index stores "
+                       f"({weights['dtype']} impacts at scale {weights['scale']:.6g}); scale the vectors down, "
+                       "or index them with --weights float32.")
+
+
 def _token_weights(snap: Snapshot, batch: SparseBatch, top: int | None = None) -> list[dict[str, float]]:
     vocab = snap.index.vocabulary
     out = []
@@ -199,7 +214,9 @@ def add_documents():
     if texts:
         parts.append(([d["id"] for d in texts], _encoder(snap).encode_documents([d["text"] for d in texts])))
     if vectors:
-        parts.append(([d["id"] for d in vectors], _vectors_from_tokens(snap, [d["vector"] for d in vectors])))
+        batch = _vectors_from_tokens(snap, [d["vector"] for d in vectors])
+        _check_storable(snap, batch)
+        parts.append(([d["id"] for d in vectors], batch))
     with _writer() as writer:
         for ids, batch in parts:
             writer.add(ids, batch)

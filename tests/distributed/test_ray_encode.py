@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import orjson
@@ -26,6 +27,21 @@ from tests.conftest import one_line, write_corpus
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.filterwarnings("ignore::FutureWarning")]
+
+
+@contextmanager
+def _worker_threads():
+    """Run the local side with the torch threads of one worker (2 workers share the 2-CPU cluster: one each).
+    A matrix product on another thread count sums in another order, and some CPUs (seen on AMD EPYC) then
+    round a few weights 1 ulp apart; equal arithmetic is what makes the two paths bit-equal."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _same_index(a, b) -> None:
@@ -57,8 +73,9 @@ def test_ray_build_equals_single_process(ray_local, tmp_path, tiny_model, tiny_e
     result = ray_build_index(corpus, tmp_path / "ray", tiny_encoder, shard_size=40, workers=2, storage=storage,
                              show_progress=False, stats=stats)
     # segments of one chunk each on both sides, since BP reordering works within a segment
-    single = build_index(corpus, tmp_path / "single", model=str(tiny_model), shard_size=40, segment_docs=40,
-                         show_progress=False, encoder_options={"max_length": 64}, storage=storage)
+    with _worker_threads():
+        single = build_index(corpus, tmp_path / "single", model=str(tiny_model), shard_size=40, segment_docs=40,
+                             show_progress=False, encoder_options={"max_length": 64}, storage=storage)
     assert result.n_docs == single.n_docs == 231
     a, b = open_index(tmp_path / "ray"), open_index(tmp_path / "single")
     assert len(a.segments) == 6 and stats.worker_pids  # one segment per chunk
@@ -73,7 +90,8 @@ def test_ray_build_equals_single_process(ray_local, tmp_path, tiny_model, tiny_e
 
 def test_ray_encode_folder_equals_local_and_resumes(ray_local, tmp_path, tiny_encoder):
     corpus = write_corpus(tmp_path / "corpus.jsonl", 130, seed=5)
-    local = encode_corpus(corpus, tmp_path / "local", tiny_encoder, shard_size=20, show_progress=False)
+    with _worker_threads():
+        local = encode_corpus(corpus, tmp_path / "local", tiny_encoder, shard_size=20, show_progress=False)
     out = tmp_path / "ray"
     result = ray_encode_corpus(corpus, out, tiny_encoder, shard_size=20, workers=2, show_progress=False)
     assert (result.n_docs, result.n_shards) == (local.n_docs, local.n_shards) == (130, 7)
@@ -96,8 +114,10 @@ def test_ray_encode_folder_equals_local_and_resumes(ray_local, tmp_path, tiny_en
     assert not list(out.glob("*.pending"))
 
 
-def test_quantised_build_needs_a_scale(ray_local, tmp_path, tiny_encoder):
+def test_quantised_build_needs_a_scale_without_a_weight_bound(ray_local, tmp_path, tiny_encoder, monkeypatch):
+    """Workers quantise independently: the scale must be known up front, from --scale or the encoder's bound."""
     corpus = write_corpus(tmp_path / "corpus.jsonl", 5)
+    monkeypatch.setattr(tiny_encoder, "weight_bound", lambda: None)
     with pytest.raises(InvalidInputError, match="--scale"):
         ray_build_index(corpus, tmp_path / "idx", tiny_encoder, storage={"weight_dtype": "uint8"},
                         show_progress=False)

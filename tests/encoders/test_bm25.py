@@ -72,6 +72,7 @@ def test_document_weights_are_lucene_bm25(tmp_path_factory, texts, k1, b):
     n, avg = len(docs), sum(map(len, docs)) / len(docs)
     df = Counter(term for d in docs for term in set(d))
     vectors = encoder.encode_documents(texts)
+    assert np.all(vectors.values <= encoder.weight_bound())  # what an index's uint8 scale relies on
     vocab = encoder.vocabulary.tokens
     for row, terms in enumerate(docs):
         ids, weights = vectors.row(row)

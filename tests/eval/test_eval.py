@@ -92,7 +92,15 @@ def test_scifact_end_to_end_equals_brute_force(tmp_path, splade_tiny):
         shard_ids, vectors = read_shard(path)
         ids += shard_ids
         parts.append(vectors)
-    docs = SparseBatch.concat(parts).to_scipy().toarray()
+    docs = SparseBatch.concat(parts).to_scipy()
+    # the weights the index stores (the default: uint8 at the encoder's bound scale), for the scale it records
+    from lsr.index import open_index
+    from lsr.kernels._arrays import quantize
+
+    weights = open_index(report["index"]).manifest.weights
+    assert weights["dtype"] == "uint8" and weights["bound"] == pytest.approx(255 / weights["scale"])
+    docs.data = quantize(docs.data, weights["dtype"], weights["scale"]) / np.float64(weights["scale"])
+    docs = docs.toarray()
     qrels = read_qrels(SCIFACT, "test")
     queries = split_queries(read_queries(SCIFACT), qrels)
     q = SpladeEncoder(splade_tiny).encode_queries(list(queries.values())).to_scipy().toarray()

@@ -99,6 +99,7 @@ def test_composition_cutoff_and_then(pt_mod, tiny_index):
 def test_encoder_columns_feed_indexer_and_retriever(pt_mod, tiny_index, tiny_docs, tiny_model, tmp_path):
     import pandas as pd
 
+    from lsr.index import open_index
     from lsr.pyterrier import LsrEncoder, LsrIndexer, LsrRetriever
 
     encoder = LsrEncoder.from_index(tiny_index)
@@ -116,8 +117,15 @@ def test_encoder_columns_feed_indexer_and_retriever(pt_mod, tiny_index, tiny_doc
     from_toks = LsrRetriever(tmp_path / "from_toks", k=10)(topics_frame())
     assert list(from_toks.docno) == list(by_text.docno)
     assert np.allclose(from_toks.score, by_text.score, rtol=1e-6)
-    # and with no model at all: the vocabulary is the collection's tokens, queries come as vectors
-    LsrIndexer(tmp_path / "vocab_free", model=None).index(docs[["docno", "toks"]].to_dict("records"))
+    # and with no model at all: the vocabulary is the collection's tokens, queries come as vectors. With no
+    # encoder there is no proven weight bound, so the default is float32: store the text index's impacts
+    weights = open_index(tiny_index).manifest.weights  # (uint8 at the model's bound) to rank alike
+    assert weights["dtype"] == "uint8"
+    storage = {"weight_dtype": weights["dtype"], "scale": weights["scale"]}
+    LsrIndexer(tmp_path / "vocab_free", model=None, storage=storage).index(docs[["docno", "toks"]].to_dict("records"))
+    assert open_index(tmp_path / "vocab_free").manifest.weights["dtype"] == "uint8"
+    LsrIndexer(tmp_path / "vocab_free32", model=None).index(docs[["docno", "toks"]].to_dict("records"))
+    assert open_index(tmp_path / "vocab_free32").manifest.weights["dtype"] == "float32"
     free = (encoder.query_encoder() >> LsrRetriever(tmp_path / "vocab_free", k=10))(topics_frame())
     assert list(free.docno) == list(by_text.docno)
 

@@ -160,7 +160,7 @@ def test_add_replace_and_delete(write_client, index_copy):
     added = write_client.post("/v1/documents", headers=AUTH, json={"documents": [
         {"id": "fresh", "title": "virus", "text": "virus virus virus disease"},
         {"id": "doc0", "text": "music film history"},  # replaces an existing document
-        {"id": "vec", "vector": {"sleep": 3.0, "diet": 1.0}},
+        {"id": "vec", "vector": {"sleep": 1.0, "diet": 0.5}},  # within the tiny model's weight bound
     ]})
     assert added.status_code == 201 and added.json["added"] == 3
     index = open_index(index_copy)
@@ -183,6 +183,8 @@ def test_add_replace_and_delete(write_client, index_copy):
     ([{"id": "a", "text": "x", "vector": {"cell": 1}}], "either text"),
     ([{"id": "a", "text": ""}], "not both empty"),
     ([{"id": "a", "vector": {"nope": 1.0}}], "not in the index vocabulary"),
+    # a uint8 index (the default, at the model's bound) cannot hold it: an error, not a silently clipped weight
+    ([{"id": "a", "vector": {"cell": 7.5}}], "largest this index stores"),
 ])
 def test_add_bad_documents(write_client, index_copy, docs, fragment):
     generation = open_index(index_copy).manifest.generation

@@ -67,7 +67,9 @@ class Server:
 
 def big_add(n: int, start: int) -> dict:
     tokens = ["cell", "protein", "virus", "sleep", "diet", "brain"]
-    return {"documents": [{"id": f"bulk{start + i}", "vector": {tokens[i % 6]: 1.0 + i % 7, tokens[(i + 1) % 6]: 0.5}}
+    # weights within the tiny model's bound (~1.03), which the default uint8 index stores up to
+    return {"documents": [{"id": f"bulk{start + i}", "vector": {tokens[i % 6]: 0.3 + 0.1 * (i % 7),
+                                                                tokens[(i + 1) % 6]: 0.2}}
                           for i in range(n)]}
 
 

@@ -117,7 +117,8 @@ def test_index_page(page, page_index):
     r = page.get("/about")
     assert r.status_code == 200
     text = html.unescape(r.text)
-    for fragment in ("61 live", "postings", "MiB", "float32", "seg-", "encoder", "document texts", "corpus.jsonl"):
+    for fragment in ("61 live", "postings", "MiB", "uint8", "scale", "seg-", "encoder", "document texts",
+                     "corpus.jsonl"):
         assert fragment in text, fragment
     assert "Content-Security-Policy" in r.headers
 
