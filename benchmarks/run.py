@@ -47,6 +47,7 @@ ENGINES = {
     "pisa": (HERE / "peers" / "run_pisa.py", ["--variant", "maxscore,block_max_maxscore,block_max_wand"]),
     "anserini": (HERE / "peers" / "run_anserini.py", []),
     "scipy": (HERE / "peers" / "run_scipy.py", ["--variant", "qdt"]),
+    "splade-index": (HERE / "peers" / "run_splade_index.py", []),
 }
 
 

