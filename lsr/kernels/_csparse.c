@@ -407,10 +407,19 @@ static inline double predicted_blocks(const double *cm, int64_t k, int64_t n_blo
  * particular order: each of the first k enters, then the i-th does with probability k / i, about
  * k (1 + ln(docs / k)) in all (the heap term of exhaustive scoring: at k = 1000 it is most of the time on
  * a small collection). */
-static inline double heap_work(int64_t k, int64_t docs) {
+static inline double heap_work(int64_t k, double docs) {
     double depth = log2((double)(k > 2 ? k : 2));
-    if (docs <= k) return (double)docs * depth;
-    return (double)k * (1.0 + log((double)docs / (double)k)) * depth;
+    if (docs <= (double)k) return docs * depth;
+    return (double)k * (1.0 + log(docs / (double)k)) * depth;
+}
+
+/* Block-max's cost of scoring blocks n_from .. n_to (counted from its first scored block): every query term
+ * looked up in each block, and the block's documents offered to the same top-k heap that exhaustive scoring
+ * fills (at k = 1000 the seeds alone offer 2,000 documents, as much heap work as a whole exhaustive pass). */
+static inline double scoring_cost(const double *cm, double per_block, int64_t k, int64_t bs, double n_from,
+                                  double n_to) {
+    return per_block * (n_to - n_from) +
+           cm[COST_HEAP] * (heap_work(k, (double)bs * n_to) - heap_work(k, (double)bs * n_from));
 }
 /* MODE_PURE: block-max to the end (tests); MODE_GUARDED: block-max that hands the query to exhaustive
  * scoring once its own work reaches COST_GUARD x exhaustive's predicted cost (so it costs at most about
@@ -550,16 +559,17 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
         }
         int64_t scanned = postings * DENSE_SCAN_RATIO >= n_docs ? n_docs : (postings < n_docs ? postings : n_docs);
         double t_exhaustive = cm[COST_POSTING] * postings + cm[COST_SCAN_DOC] * scanned + cm[COST_TERM] * n_terms +
-                              cm[COST_HEAP] * heap_work(k, postings < n_docs ? postings : n_docs);
+                              cm[COST_HEAP] * heap_work(k, (double)(postings < n_docs ? postings : n_docs));
         double t_bounds = cm[COST_ENTRY] * entries + cm[COST_ROW_BLOCK] * rows * n_blocks + cm[COST_BLOCK] * n_blocks;
         double per_block = fmax(cm[COST_BLOCK_TERM] * n_terms, 1e-9); /* scoring one block */
         /* what block-max may spend before it gives up (none of it in MODE_PURE) */
         double limit = bl->mode == MODE_PURE || isinf(cm[COST_GUARD]) ? INFINITY : cm[COST_GUARD] * t_exhaustive;
         /* exhaustive from the start: when block-max's bounds and seeds alone would pass its limit, or (auto)
          * when its predicted whole cost is above exhaustive scoring's */
-        if (t_bounds + per_block * (n_seeds < n_blocks ? n_seeds : n_blocks) > limit ||
+        if (t_bounds + scoring_cost(cm, per_block, k, bs, 0, (double)(n_seeds < n_blocks ? n_seeds : n_blocks)) > limit ||
             (bl->mode == MODE_AUTO &&
-             t_bounds + per_block * predicted_blocks(cm, k, n_blocks, n_terms, postings) > t_exhaustive)) {
+             t_bounds + scoring_cost(cm, per_block, k, bs, 0, predicted_blocks(cm, k, n_blocks, n_terms, postings)) >
+                 t_exhaustive)) {
             if (!ts.acc && taat_scratch_get(&ts, n_docs) != 0) { status = -1; break; }
             int64_t size = taat_query(j, q, &ts, sc.hs, sc.hd, wt);
             if (size < 0) { status = (int)size; break; }
@@ -601,11 +611,15 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
         /* the candidates block-max may still score within its limit; auto also predicts how many it will
          * score (a fitted share of the candidates) and goes exhaustive now if that costs more */
         double t_sort = cm[COST_CAND_SORT] * n_cand * log2((double)(n_cand > 2 ? n_cand : 2));
-        double left = limit - t_bounds - per_block * n_seed - t_sort;
-        int64_t budget = isinf(limit) || left / per_block >= (double)n_cand ? n_cand : left > 0 ? (int64_t)(left / per_block) : 0;
+        double left = limit - t_bounds - scoring_cost(cm, per_block, k, bs, 0, (double)n_seed) - t_sort;
+        /* each further block at the cost of the next one (the heap's share only shrinks as it fills) */
+        double marginal = scoring_cost(cm, per_block, k, bs, (double)n_seed, (double)n_seed + 1.0);
+        int64_t budget = isinf(limit) || left / marginal >= (double)n_cand ? n_cand : left > 0 ? (int64_t)(left / marginal) : 0;
         int fallback = n_cand > 4 * budget; /* clearly too many: do not even sort */
         if (bl->mode == MODE_AUTO &&
-            t_sort + per_block * cm[COST_SCORED_RATIO] * pow((double)n_cand, cm[COST_SCORED_EXPONENT]) > t_exhaustive)
+            t_sort + scoring_cost(cm, per_block, k, bs, (double)n_seed,
+                                  (double)n_seed + cm[COST_SCORED_RATIO] * pow((double)n_cand, cm[COST_SCORED_EXPONENT])) >
+                t_exhaustive)
             fallback = 1;
         int64_t n_scored = 0;
         if (!fallback) {

@@ -273,6 +273,14 @@ def heap_work(k, docs):
     return k * (1.0 + np.log(docs / k)) * depth
 
 
+@njit(cache=True, inline="always")
+def scoring_cost(cm, per_block, k, block_size, n_from, n_to):
+    """Block-max's cost of scoring blocks n_from .. n_to: the terms looked up in each, and the documents offered
+    to the top-k heap (as the C kernel's)."""
+    return per_block * (n_to - n_from) + cm[C_HEAP] * (heap_work(k, block_size * n_to)
+                                                       - heap_work(k, block_size * n_from))
+
+
 # A dense row's bound is float(row[b]) * scale, multiplied by the query weight in another order than the
 # exact weight * value; inflating it by 2^-20 (16 float32 ulps) keeps it an upper bound. (Same as the C kernel.)
 DENSE_MARGIN = np.float32(1.0 + 2.0**-20)
@@ -327,8 +335,9 @@ def _blockmax(offsets, weights, b_offsets, b_ids, b_max, masks, anchors, dense_r
             blocks_guess = np.exp(cm[C_BLOCKS_CONST] + cm[C_BLOCKS_K] * lk + cm[C_BLOCKS_BLOCKS] * lb
                                   + cm[C_BLOCKS_TERMS] * lt + cm[C_BLOCKS_POSTINGS] * lp
                                   + cm[C_BLOCKS_K_BLOCKS] * lk * lb + cm[C_BLOCKS_K_TERMS] * lk * lt)
-            if t_bounds + per_block * min(n_seeds, n_blocks) > limit or (
-                    mode == MODE_AUTO and t_bounds + per_block * blocks_guess > t_exhaustive):
+            if t_bounds + scoring_cost(cm, per_block, k, block_size, 0.0, np.float64(min(n_seeds, n_blocks))) > limit \
+                    or (mode == MODE_AUTO
+                        and t_bounds + scoring_cost(cm, per_block, k, block_size, 0.0, blocks_guess) > t_exhaustive):
                 size = _taat_query(q, offsets, weights, b_offsets, b_ids, masks, block_size, q_indptr, q_indices,
                                    q_values, k, deleted, has_deleted, acc, seen, touched, heap_s, heap_d)
                 heap_drain(heap_s, heap_d, size, out_ids, out_scores, q, id_base)
@@ -376,13 +385,16 @@ def _blockmax(offsets, weights, b_offsets, b_ids, b_max, masks, anchors, dense_r
             # the candidates block-max may still score within its limit; auto also predicts how many it will
             # score (a fitted share of the candidates) and goes exhaustive now if that costs more
             t_sort = cm[C_CAND_SORT] * n_cand * np.log2(max(n_cand, 2))
-            left = limit - t_bounds - per_block * n_seed - t_sort
-            if np.isinf(limit) or left / per_block >= n_cand:
+            left = limit - t_bounds - scoring_cost(cm, per_block, k, block_size, 0.0, np.float64(n_seed)) - t_sort
+            # each further block at the cost of the next one (the heap's share only shrinks as it fills)
+            marginal = scoring_cost(cm, per_block, k, block_size, np.float64(n_seed), n_seed + 1.0)
+            if np.isinf(limit) or left / marginal >= n_cand:
                 budget = n_cand
             else:
-                budget = np.int64(left / per_block) if left > 0 else 0
+                budget = np.int64(left / marginal) if left > 0 else 0
             fallback = n_cand > 4 * budget
-            predicted = per_block * cm[C_SCORED_RATIO] * np.float64(n_cand) ** cm[C_SCORED_EXPONENT]
+            predicted = scoring_cost(cm, per_block, k, block_size, np.float64(n_seed),
+                                     n_seed + cm[C_SCORED_RATIO] * np.float64(n_cand) ** cm[C_SCORED_EXPONENT])
             if mode == MODE_AUTO and t_sort + predicted > t_exhaustive:
                 fallback = True
             n_scored = 0

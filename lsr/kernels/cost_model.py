@@ -5,13 +5,17 @@ Both kernels (C and numba) predict, from counts known before a query is scored, 
     exhaustive = posting x P + scan_doc x D + term x T + heap x H
     block-max  = entry x E + row_block x R x B + block x B            (the bounds, and the scans of B blocks)
                + block_term x T x (seeds + scored)                    (scoring blocks, every term each)
+               + heap x H(b x (seeds + scored))                       (their documents offered to the heap)
                + cand_sort x C log2 C                                 (ordering the candidates)
 
 with T the query's terms, P their postings, D the accumulator entries exhaustive scoring scans (every
 document when P >= n_docs / 4, else the documents touched), H = k (1 + ln(min(P, n_docs) / k)) log2 k the
 expected top-k heap insertions times their depth (the heap is most of exhaustive scoring's time at k = 1000
 on a small collection), E the block entries of the terms without a
-dense bound row, R the terms with one, B the segment's blocks, C the candidate blocks left after the seeds,
+dense bound row, R the terms with one, B the segment's blocks, b the documents per block, H(n) the heap
+term above over n offered documents (the same constant: at k = 1000 the seeds alone offer as many documents
+as a small collection holds, which made block-max look cheap there before the term was added),
+C the candidate blocks left after the seeds,
 and ``scored`` the candidates scored before the k-th score stops the search, predicted after the seeds as
 ``scored_ratio x C ** scored_exponent`` (a power law: the larger k, the weaker the seeds' threshold and the
 smaller the share of candidates that end up scored).
@@ -30,7 +34,7 @@ The constants are nanoseconds on the machine they were fitted on; only their rat
 by ``python benchmarks/routes.py``, which times every query of three collections (small: SciFact,
 NFCorpus; large: enwiki-100k) with short, medium and long queries (long: another collection's documents)
 at k = 10 and 1000, on each route: non-negative least squares of the times on the counts above (relative
-error; the exhaustive model's median error is ~6%, block-max's ~10%), log-log least squares for the two
+error; the exhaustive model's median error is ~7%, block-max's ~6%), log-log least squares for the two
 power laws. The same script checks ``auto`` against the fastest route per query class
 (benchmarks/README.md, "Exact routes").
 """
@@ -85,10 +89,11 @@ class CostModel:
 
 
 # fitted by `python benchmarks/routes.py` on two passes over the same queries (SciFact, NFCorpus and
-# enwiki-100k, float32, own + long queries, k = 10 and 1000), 2-core AMD EPYC (AVX2), 2026-12-06
-FITTED = CostModel(posting=1.466, scan_doc=3.545, term=229.2, entry=2.076, row_block=0.1224, block=3.046,
-                   block_term=52.25, cand_sort=12.0, scored_ratio=1.806, scored_exponent=0.8449, guard=0.5,
-                   heap=8.658, blocks_const=0.5822, blocks_k=0.07698, blocks_blocks=-0.3971, blocks_terms=1.286,
+# enwiki-100k, float32, own + long queries, k = 10 and 1000), 2-core AMD EPYC (AVX-512), 2026-12-06; the
+# heap constant is shared: block-max offers its scored blocks' documents to the same top-k heap
+FITTED = CostModel(posting=1.147, scan_doc=2.969, term=29.18, entry=1.513, row_block=0.05812, block=2.94,
+                   block_term=38.81, cand_sort=8.37, scored_ratio=1.806, scored_exponent=0.8449, guard=0.5,
+                   heap=6.897, blocks_const=0.5822, blocks_k=0.07698, blocks_blocks=-0.3971, blocks_terms=1.286,
                    blocks_postings=0.1352, blocks_k_blocks=0.13, blocks_k_terms=-0.1653)
 
 # block-max that never gives up (tests reach its code on collections where the guard would always fall back)
