@@ -53,6 +53,7 @@ from scale import machine, machine_line  # noqa: E402
 from tables import replace_section  # noqa: E402
 
 from lsr.kernels import PostingArrays, set_threads, topk  # noqa: E402
+from lsr.kernels._numba import PREFILTER_MIN_K, PREFILTER_MIN_RATIO, PREFILTER_SHARE  # noqa: E402
 from lsr.kernels.cost_model import FITTED, CostModel  # noqa: E402
 from lsr.types import SparseBatch  # noqa: E402
 
@@ -154,7 +155,8 @@ def design(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     blocks (their documents offered to the top-k heap; its constant is exhaustive's, see ``fit``)."""
     ex, bm, y_ex, y_bm, heap_bm = [], [], [], [], []
     for r in rows:
-        ex.append([r["postings"], r["scanned"], r["terms"], heap_work(r["k"], min(r["postings"], r["n_docs"]))])
+        ex.append([r["postings"], r["scanned"], r["terms"],
+                   heap_work(r["k"], offered_docs(r["k"], min(r["postings"], r["n_docs"])))])
         scored = r["seeds"] + r["scored"]
         c = r["candidates"]
         bm.append([r["entries"], r["rows"] * r["blocks"], r["blocks"], r["terms"] * scored,
@@ -175,6 +177,12 @@ def heap_work(k: int, docs: int) -> float:
     """The C kernel's heap_work: expected top-k heap insertions x sift depth over ``docs`` scored documents."""
     depth = math.log2(max(k, 2))
     return docs * depth if docs <= k else k * (1 + math.log(docs / k)) * depth
+
+
+def offered_docs(k: int, scored: int) -> float:
+    """The kernels' offered_docs: the documents exhaustive scoring offers to the heap (past the sampled
+    threshold at large k)."""
+    return float(PREFILTER_SHARE * k) if k >= PREFILTER_MIN_K and scored >= PREFILTER_MIN_RATIO * k else float(scored)
 
 
 def nnls_relative(x: np.ndarray, y: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:

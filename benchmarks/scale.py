@@ -4,6 +4,8 @@
     python benchmarks/scale.py --sizes synth-20k --max-queries 50     # a quick end-to-end check
     python benchmarks/scale.py --sizes synth-10m --dry-run            # what would run, what would be skipped
     python benchmarks/scale.py --render-only                          # the table again from results/scale.json
+    python benchmarks/scale.py --sizes enwiki-100k --engines lsr,pisa,splade-index \
+        --json benchmarks/results/scale-100k-peers.json --section scale-100k-peers   # a run kept apart
 
 Sizes: ``enwiki-100k`` (the seeded 100k sample of benchmarks/run.py), ``enwiki-493k`` (the whole enwiki-2015
 corpus, 493,983 passages, encoded by ``python benchmarks/prepare_enwiki.py --docs 493983``), ``synth-<n>``
@@ -673,7 +675,13 @@ def r_approx(rows: list[dict], label: str) -> bool:
 
 def publish(report: dict, args: argparse.Namespace) -> None:
     text = render(report)
-    if args.readme and not args.no_readme:
+    if args.readme and not args.no_readme and args.section != "scale":  # a run apart from the main table
+        from tables import replace_section
+
+        engines = ", ".join(report.get("settings", {}).get("engines", []))
+        replace_section(args.readme, args.section, text,
+                        f"### {', '.join(report['sizes'])}: {engines} (`scale.py --section {args.section}`)")
+    elif args.readme and not args.no_readme:
         write_readme(text, args.readme)
         log.info("wrote the table to %s", args.readme)
     if args.plot and not args.no_plot:
@@ -715,6 +723,9 @@ def main() -> None:
     p.add_argument("--readme", type=Path, default=README)
     p.add_argument("--plot", type=Path, default=PLOT)
     p.add_argument("--no-readme", action="store_true")
+    p.add_argument("--section", default="scale",
+                   help="README section for the table: 'scale' (the main table) or a name of its own, for a run "
+                        "apart from it (other engines, another machine) that must not be merged into it")
     p.add_argument("--no-plot", action="store_true")
     args = p.parse_args()
     args.ks = [int(k) for k in args.ks.split(",")]

@@ -117,6 +117,65 @@ def _offer(heap_s, heap_d, size, k, score, doc):
     return size
 
 
+# Large k: offer only the documents at or above a threshold sampled from the scores, and the rest only when
+# fewer than k reach it (exact either way; the C kernel's prefilter, see sampled_threshold there).
+PREFILTER_MIN_K = 64
+PREFILTER_MIN_RATIO = 3
+PREFILTER_RANK = 32
+PREFILTER_SHARE = 2
+
+
+@njit(inline="always")
+def _sampled_threshold(acc, touched, dense, n, k):
+    """The PREFILTER_RANK-th largest positive score of every stride-th scored document, or 0 (too few)."""
+    top = np.empty(PREFILTER_RANK, np.float32)
+    size = 0
+    for i in range(0, n, k * PREFILTER_SHARE // PREFILTER_RANK):
+        s = acc[i] if dense else acc[touched[i]]
+        if not s > 0:
+            continue
+        if size < PREFILTER_RANK:  # a min-heap of the largest
+            pos = size
+            size += 1
+            top[pos] = s
+            while pos > 0 and top[(pos - 1) // 2] > top[pos]:
+                parent = (pos - 1) // 2
+                top[pos], top[parent] = top[parent], top[pos]
+                pos = parent
+        elif s > top[0]:
+            top[0] = s
+            pos = 0
+            while True:
+                c = 2 * pos + 1
+                if c >= PREFILTER_RANK:
+                    break
+                if c + 1 < PREFILTER_RANK and top[c + 1] < top[c]:
+                    c += 1
+                if top[c] >= top[pos]:
+                    break
+                top[pos], top[c] = top[c], top[pos]
+                pos = c
+    return top[0] if size == PREFILTER_RANK else np.float32(0.0)
+
+
+@njit(inline="always")
+def offered_docs(k, scored):
+    """The documents exhaustive scoring offers to the heap: all, or about PREFILTER_SHARE x k past the threshold."""
+    if k >= PREFILTER_MIN_K and scored >= PREFILTER_MIN_RATIO * k:
+        return float(PREFILTER_SHARE * k)
+    return float(scored)
+
+
+@njit(inline="always")
+def _offer_range(acc, touched, dense, n, lo, hi, deleted, has_deleted, heap_s, heap_d, size, k):
+    for i in range(n):
+        d = i if dense else touched[i]
+        s = acc[d]
+        if s >= lo and s < hi and s > 0 and not (has_deleted and deleted[d] != 0):
+            size = _offer(heap_s, heap_d, size, k, s, d)
+    return size
+
+
 @njit(inline="always")
 def _taat_query(q, offsets, weights, b_offsets, b_ids, masks, block_size, q_indptr, q_indices, q_values, k, deleted,
                 has_deleted, acc, seen, touched, heap_s, heap_d):
@@ -152,7 +211,22 @@ def _taat_query(q, offsets, weights, b_offsets, b_ids, masks, block_size, q_indp
                     acc[d] += w * np.float32(weights[p])
                     p += 1
     size = 0
-    if dense:
+    n_scan = n_docs if dense else n_touched
+    tau = np.float32(0.0)
+    if k >= PREFILTER_MIN_K and n_scan >= PREFILTER_MIN_RATIO * k:
+        tau = _sampled_threshold(acc, touched, dense, n_scan, k)
+    if tau > 0:
+        size = _offer_range(acc, touched, dense, n_scan, tau, np.inf, deleted, has_deleted, heap_s, heap_d, size, k)
+        if size < k:
+            size = _offer_range(acc, touched, dense, n_scan, np.float32(0.0), tau, deleted, has_deleted, heap_s,
+                                heap_d, size, k)
+        if dense:
+            acc[:] = 0.0
+        else:
+            for i in range(n_touched):
+                acc[touched[i]] = 0.0
+                seen[touched[i]] = 0
+    elif dense:
         for d in range(n_docs):
             s = acc[d]
             if s != 0:
@@ -324,7 +398,7 @@ def _blockmax(offsets, weights, b_offsets, b_ids, b_max, masks, anchors, dense_r
                     entries += b_offsets[t + 1] - b_offsets[t]
             scanned = n_docs if postings * DENSE_SCAN_RATIO >= n_docs else min(postings, n_docs)
             t_exhaustive = (cm[C_POSTING] * postings + cm[C_SCAN_DOC] * scanned + cm[C_TERM] * n_terms
-                            + cm[C_HEAP] * heap_work(k, min(postings, n_docs)))
+                            + cm[C_HEAP] * heap_work(k, offered_docs(k, min(postings, n_docs))))
             t_bounds = cm[C_ENTRY] * entries + cm[C_ROW_BLOCK] * rows * n_blocks + cm[C_BLOCK] * n_blocks
             per_block = max(cm[C_BLOCK_TERM] * n_terms, 1e-9)
             limit = np.inf if mode == MODE_PURE or np.isinf(cm[C_GUARD]) else cm[C_GUARD] * t_exhaustive

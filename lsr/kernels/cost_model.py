@@ -9,12 +9,14 @@ Both kernels (C and numba) predict, from counts known before a query is scored, 
                + cand_sort x C log2 C                                 (ordering the candidates)
 
 with T the query's terms, P their postings, D the accumulator entries exhaustive scoring scans (every
-document when P >= n_docs / 4, else the documents touched), H = k (1 + ln(min(P, n_docs) / k)) log2 k the
-expected top-k heap insertions times their depth (the heap is most of exhaustive scoring's time at k = 1000
-on a small collection), E the block entries of the terms without a
-dense bound row, R the terms with one, B the segment's blocks, b the documents per block, H(n) the heap
-term above over n offered documents (the same constant: at k = 1000 the seeds alone offer as many documents
-as a small collection holds, which made block-max look cheap there before the term was added),
+document when P >= n_docs / 4, else the documents touched), H = H(n) = k (1 + ln(n / k)) log2 k the
+expected top-k heap insertions times their depth for n offered documents: n = min(P, n_docs), or 2k where
+the kernels' prefilter offers only the documents past a threshold sampled from the scores (k >= 64 over
+at least 3k documents; without it the heap was most of exhaustive scoring's time at k = 1000), E the block
+entries of the terms without a dense bound row, R the terms with one, B the segment's blocks, b the
+documents per block, H(b x ...) the same heap term over the documents of the scored blocks (the same
+constant: at k = 1000 the seeds alone offer as many documents as a small collection holds, which made
+block-max look cheap there before the term was added),
 C the candidate blocks left after the seeds,
 and ``scored`` the candidates scored before the k-th score stops the search, predicted after the seeds as
 ``scored_ratio x C ** scored_exponent`` (a power law: the larger k, the weaker the seeds' threshold and the
@@ -34,7 +36,7 @@ The constants are nanoseconds on the machine they were fitted on; only their rat
 by ``python benchmarks/routes.py``, which times every query of three collections (small: SciFact,
 NFCorpus; large: enwiki-100k) with short, medium and long queries (long: another collection's documents)
 at k = 10 and 1000, on each route: non-negative least squares of the times on the counts above (relative
-error; the exhaustive model's median error is ~7%, block-max's ~6%), log-log least squares for the two
+error; the exhaustive model's median error is 7-13%, block-max's 6-9%), log-log least squares for the two
 power laws. The same script checks ``auto`` against the fastest route per query class
 (benchmarks/README.md, "Exact routes").
 """
@@ -89,8 +91,11 @@ class CostModel:
 
 
 # fitted by `python benchmarks/routes.py` on two passes over the same queries (SciFact, NFCorpus and
-# enwiki-100k, float32, own + long queries, k = 10 and 1000), 2-core AMD EPYC (AVX-512), 2026-12-06; the
-# heap constant is shared: block-max offers its scored blocks' documents to the same top-k heap
+# enwiki-100k, float32, own + long queries, k = 10 and 1000), 2-core AMD EPYC (AVX-512), 2026-12-06, before
+# the exhaustive top-k prefilter (its heap term is in the kernels' prediction, offered_docs). A refit on
+# times with the prefilter (exhaustive median error 10-13%: one more pass over the scores that no count
+# here describes) checked worse: auto 1.10-1.15x the best route at k = 10, against 0.96-1.07x with this one.
+# The heap constant is shared: block-max offers its scored blocks' documents to the same top-k heap.
 FITTED = CostModel(posting=1.147, scan_doc=2.969, term=29.18, entry=1.513, row_block=0.05812, block=2.94,
                    block_term=38.81, cand_sort=8.37, scored_ratio=1.806, scored_exponent=0.8449, guard=0.5,
                    heap=6.897, blocks_const=0.5822, blocks_k=0.07698, blocks_blocks=-0.3971, blocks_terms=1.286,

@@ -345,3 +345,48 @@ def test_check_queries_accepts_exactly_what_validate_accepts(rows, shuffled):
         with pytest.raises(InvalidInputError) as err:
             check_queries(batch)
         assert str(err.value) == expected
+
+
+# Large k over many scored documents: the C kernel's exhaustive top-k offers only the documents at or above a
+# threshold sampled from the scores (and the rest when fewer than k reach it); dyadic weights make many ties
+# at that threshold.
+@st.composite
+def large_k_collections(draw):
+    n_docs = draw(st.integers(520, 2500))
+    dim = draw(st.integers(2, 12))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    density = draw(st.sampled_from([0.02, 0.3, 0.9]))  # few touched documents (sparse scan) to nearly all (dense)
+    rows = [{int(t): float(rng.integers(1, 17)) / 8 for t in np.flatnonzero(rng.random(dim) < density)}
+            for _ in range(n_docs)]
+    queries = SparseBatch.from_dicts([{int(t): float(rng.integers(1, 9)) / 8 for t in
+                                       rng.choice(dim, size=rng.integers(1, dim + 1), replace=False)}
+                                      for _ in range(3)], dim)
+    k = draw(st.integers(64, max(64, n_docs // 6)))
+    deleted = (rng.random(n_docs) < 0.1).astype(np.uint8) if draw(st.booleans()) else None
+    weight_dtype, scale = draw(STORAGE)
+    postings = PostingArrays.from_documents(SparseBatch.from_dicts(rows, dim), weight_dtype=weight_dtype, scale=scale)
+    return postings, queries, k, deleted
+
+
+@pytest.mark.parametrize("backend", PRUNING_BACKENDS)
+@pytest.mark.parametrize("algorithm", ["exhaustive", "auto"])
+@given(case=large_k_collections())
+def test_large_k_equals_oracle_exactly(backend, algorithm, case):
+    postings, queries, k, deleted = case
+    got = search(postings, queries, k, deleted, backend, algorithm=algorithm)
+    assert_same_hits(got, reference.topk(postings, queries, k, deleted))
+
+
+@pytest.mark.parametrize("backend", PRUNING_BACKENDS)
+@pytest.mark.parametrize("n_docs", [1024, 8192])  # every document scored (dense scan) / 1,024 of 8,192 touched
+def test_large_k_when_the_sample_overshoots(backend, n_docs):
+    """Every 4th scored document (the sample's stride at k = 64) of the first 160 scores 2, every other one 1:
+    the sampled threshold is 2, which only 40 documents reach, so the rest must be offered too."""
+    weights = {d: (2.0 if d % 4 == 0 and d < 160 else 1.0) for d in range(1024)}
+    rows = [{0: weights[d]} if d in weights else {1: 1.0} for d in range(n_docs)]
+    postings = PostingArrays.from_documents(SparseBatch.from_dicts(rows, 2))
+    queries = SparseBatch.from_dicts([{0: 1.0}], 2)
+    got = search(postings, queries, 64, None, backend, algorithm="exhaustive")
+    assert_same_hits(got, reference.topk(postings, queries, 64, None))
+    assert list(got.ids[0, :40]) == list(range(0, 160, 4)) and list(got.ids[0, 40:]) == [1, 2, 3, 5, 6, 7, 9, 10,
+        11, 13, 14, 15, 17, 18, 19, 21, 22, 23, 25, 26, 27, 29, 30, 31]
