@@ -53,7 +53,9 @@ from scale import machine, machine_line  # noqa: E402
 from tables import replace_section  # noqa: E402
 
 from lsr.kernels import PostingArrays, set_threads, topk  # noqa: E402
-from lsr.kernels._numba import PREFILTER_MIN_K, PREFILTER_MIN_RATIO, PREFILTER_SHARE  # noqa: E402
+
+# the kernels' own heap term (numba's mirror of the C kernel's), so the fit prices what they predict
+from lsr.kernels._numba import heap_work, offered_docs  # noqa: E402
 from lsr.kernels.cost_model import FITTED, CostModel  # noqa: E402
 from lsr.types import SparseBatch  # noqa: E402
 
@@ -171,18 +173,6 @@ def guess_features(r: dict) -> list[float]:
     """What auto's up-front guess of the blocks scored is a linear function of (the C kernel's predicted_blocks)."""
     lk, lb, lt = math.log(r["k"]), math.log(max(r["blocks"], 1)), math.log(max(r["terms"], 1))
     return [1, lk, lb, lt, math.log(max(r["postings"], 1)), lk * lb, lk * lt]
-
-
-def heap_work(k: int, docs: int) -> float:
-    """The C kernel's heap_work: expected top-k heap insertions x sift depth over ``docs`` scored documents."""
-    depth = math.log2(max(k, 2))
-    return docs * depth if docs <= k else k * (1 + math.log(docs / k)) * depth
-
-
-def offered_docs(k: int, scored: int) -> float:
-    """The kernels' offered_docs: the documents exhaustive scoring offers to the heap (past the sampled
-    threshold at large k)."""
-    return float(PREFILTER_SHARE * k) if k >= PREFILTER_MIN_K and scored >= PREFILTER_MIN_RATIO * k else float(scored)
 
 
 def nnls_relative(x: np.ndarray, y: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:

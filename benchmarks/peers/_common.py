@@ -453,6 +453,15 @@ def result_object(
     return obj
 
 
+def write_result(args: argparse.Namespace, raw: list[tuple[Any, Any]], **fields: Any) -> dict:
+    """The result object of one run from its (ids, scores) per query (``run_single``'s), written to
+    ``args.out`` and reported; ``fields`` are :func:`result_object`'s other arguments."""
+    obj = result_object(args, results=[r[0] for r in raw], scores=[r[1] for r in raw], **fields)
+    write_json(args.out, obj)
+    report(obj)
+    return obj
+
+
 def write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")

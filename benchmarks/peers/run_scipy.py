@@ -93,21 +93,18 @@ def main() -> None:
         qps = C.run_batch(lambda: list(pool.map(search, prepared)), q.n, args.batch_min_s)
         pool.shutdown()
 
-    obj = C.result_object(
+    C.write_result(
         args,
+        raw,
         variant=variant,
         params={"dtype": "float32", "scipy": scipy.__version__},
         build_s=build_s,
         index_bytes=None,
         latency_ms=lat,
         qps_threads=qps,
-        results=[r[0].tolist() for r in raw],
-        scores=[r[1].tolist() for r in raw],
         data=data,
         quantisation=None,
     )
-    C.write_json(args.out, obj)
-    C.report(obj)
 
 
 if __name__ == "__main__":

@@ -74,21 +74,18 @@ def main() -> None:
     if not args.no_batch:
         qps = C.run_batch(lambda: run([r[0] for r in rows], [r[1] for r in rows], args.threads), q.n,
                           args.batch_min_s)
-    obj = C.result_object(
+    C.write_result(
         args,
+        raw,
         variant="numba",
         params={"dtype": "float32", "splade_index": splade_index.__version__},
         build_s=build_s,
         index_bytes=C.dir_bytes(index_dir),
         latency_ms=lat,
         qps_threads=qps,
-        results=[r[0].tolist() for r in raw],
-        scores=[r[1].tolist() for r in raw],
         data=data,
         quantisation=None,
     )
-    C.write_json(args.out, obj)
-    C.report(obj)
 
 
 if __name__ == "__main__":
