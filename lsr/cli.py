@@ -39,8 +39,8 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
 
 def _add_storage_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", choices=["auto", "float32", "uint8", "uint16"], default="auto",
-                   help="stored impact type; integers store round(weight x scale) [auto: uint8 (uint16 for "
-                        "hybrids) scaled by the encoder's proven largest weight where it has one, else float32]")
+                   help="stored impact type; integers store round(weight x scale) [auto: uint8 scaled by the "
+                        "encoder's proven largest weight where it has one (at --scale if given), else float32]")
     p.add_argument("--scale", type=float, default=None,
                    help="quantisation scale (100 is Anserini's convention) [from the encoder's weight bound, "
                         "else largest weight -> type maximum]")

@@ -14,7 +14,8 @@
   vocabulary; encoders whose head is not a normalisation layer and a Linear): float32, as before.
 
 An explicit ``uint8``/``uint16`` without a ``scale`` also takes its scale from the bound where there is one
-(else from the first batch's largest weight, as the writer does). An explicit ``scale`` is used as given.
+(else from the first batch's largest weight, as the writer does). An explicit ``scale`` is used as given,
+also under ``auto``, which then stores uint8.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def resolve_storage(storage: dict[str, Any] | None, encoder: Any) -> dict[str, A
     docstring) and, for integer types without a scale, the scale and ``weight_bound`` from the encoder."""
     storage = {k: v for k, v in (storage or {}).items() if v is not None}
     dtype = storage.get("weight_dtype", AUTO)
-    if dtype != AUTO and (dtype == "float32" or storage.get("scale") is not None):
+    if dtype == AUTO and storage.get("scale") is not None:
+        dtype = storage["weight_dtype"] = "uint8"  # a scale asks for integer impacts: auto's type, that scale
+    if dtype == "float32" or storage.get("scale") is not None:
         return storage
     bound = None if encoder is None else encoder_weight_bound(encoder)
     if dtype == AUTO:

@@ -127,6 +127,9 @@ class _Bounded:
     ({"weight_dtype": "uint16"}, None, {"weight_dtype": "uint16"}),  # the writer's largest-weight rule then
     ({"weight_dtype": "uint8", "scale": 100.0}, 4.0, {"weight_dtype": "uint8", "scale": 100.0}),
     ({"weight_dtype": "float32"}, 4.0, {"weight_dtype": "float32"}),
+    # a scale given under auto (lsr index --scale 100) is kept, bound or not: integer impacts at that scale
+    ({"weight_dtype": "auto", "scale": 100.0}, 4.0, {"weight_dtype": "uint8", "scale": 100.0}),
+    ({"scale": 100.0}, None, {"weight_dtype": "uint8", "scale": 100.0}),
 ])
 def test_resolve_storage(storage, bound, expected):
     assert resolve_storage(storage, _Bounded(bound)) == pytest.approx(expected)
