@@ -33,6 +33,7 @@ RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 
 from prepare_enwiki import bench_dir, prepare  # noqa: E402
+from scale import machine  # noqa: E402 - the CPU and its features (AVX2, AVX-512, BF16, AMX)
 from vectors import export, load_exchange  # noqa: E402
 
 log = logging.getLogger("benchmark")
@@ -141,17 +142,6 @@ def check(results: list[Path], folder: Path, out: Path) -> list[dict]:
                 if same:
                     row.update(p99_ms=obj["latency_summary_ms"].get("p99"), peak_rss_mb=obj["peak_rss_mb"])
     return rows
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1), "platform": platform.platform(),
-            "python": platform.python_version()}
 
 
 def main() -> None:

@@ -79,15 +79,23 @@ def ratios(report: dict) -> list[str]:
     return out
 
 
+def machine_text(report: dict) -> str:
+    """The machine of one dataset's run (the datasets may come from runs on different CPUs)."""
+    m = report["machine"]
+    if "flags" in m:  # recorded with the CPU features (scale.machine)
+        from scale import machine_line
+
+        head = machine_line(m).rstrip(".")
+    else:  # older records name the features in the CPU string
+        head = f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['platform']}"
+    return f"{head}; single-core read bandwidth {report['memory_bandwidth_gbs']:.1f} GB/s. Date {report['date']}."
+
+
 def render() -> str:
     reports = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*-k*.json"))}
     if not reports:
         return "(no results yet: run `python benchmarks/run.py`)"
-    any_report = next(iter(reports.values()))
-    m = any_report["machine"]
-    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['platform']}; "
-             f"single-core read bandwidth {any_report['memory_bandwidth_gbs']:.1f} GB/s. "
-             f"Date {any_report['date']}.", ""]
+    lines = []
     names = sorted({r["dataset"] for r in reports.values()}, key=lambda n: (n.startswith("enwiki"), n))
     for name in names:
         k10 = reports.get(f"{name}-k10")
@@ -95,7 +103,7 @@ def render() -> str:
             continue
         f = k10["floor"]
         lines += [f"### {name}: {f['n_docs']:,} documents ({f['avg_doc_terms']:.0f} terms each), "
-                  f"{f['n_queries']:,} queries ({f['avg_query_terms']:.1f} terms each)", ""]
+                  f"{f['n_queries']:,} queries ({f['avg_query_terms']:.1f} terms each)", "", machine_text(k10), ""]
         lines += dataset_table(k10, reports.get(f"{name}-k1000"))
         lines += [""] + ratios(k10)
         if f"{name}-k1000" in reports:
