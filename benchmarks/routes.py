@@ -55,7 +55,7 @@ from tables import replace_section  # noqa: E402
 from lsr.kernels import PostingArrays, set_threads, topk  # noqa: E402
 
 # the kernels' own heap term (numba's mirror of the C kernel's), so the fit prices what they predict
-from lsr.kernels._numba import heap_work, offered_docs  # noqa: E402
+from lsr.kernels._numba import heap_work, offered_docs, prefilter_scan  # noqa: E402
 from lsr.kernels.cost_model import FITTED, CostModel  # noqa: E402
 from lsr.types import SparseBatch  # noqa: E402
 
@@ -158,7 +158,8 @@ def design(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     ex, bm, y_ex, y_bm, heap_bm = [], [], [], [], []
     for r in rows:
         ex.append([r["postings"], r["scanned"], r["terms"],
-                   heap_work(r["k"], offered_docs(r["k"], min(r["postings"], r["n_docs"])))])
+                   heap_work(r["k"], offered_docs(r["k"], min(r["postings"], r["n_docs"]))),
+                   prefilter_scan(r["k"], r["scanned"])])
         scored = r["seeds"] + r["scored"]
         c = r["candidates"]
         bm.append([r["entries"], r["rows"] * r["blocks"], r["blocks"], r["terms"] * scored,
@@ -201,7 +202,7 @@ def fit(rows: list[dict], guard: float) -> tuple[CostModel, dict]:
     guess, *_ = np.linalg.lstsq(blocks, np.log(scored_blocks), rcond=None)
     ns_per_us = 1e3
     model = CostModel(posting=c_ex[0] * ns_per_us, scan_doc=c_ex[1] * ns_per_us, term=c_ex[2] * ns_per_us,
-                      heap=c_ex[3] * ns_per_us,
+                      heap=c_ex[3] * ns_per_us, prefilter_scan=c_ex[4] * ns_per_us,
                       entry=c_bm[0] * ns_per_us, row_block=c_bm[1] * ns_per_us, block=c_bm[2] * ns_per_us,
                       block_term=c_bm[3] * ns_per_us, cand_sort=c_bm[4] * ns_per_us,
                       scored_ratio=float(np.exp(log_ratio)), scored_exponent=float(exponent), guard=guard,

@@ -167,6 +167,14 @@ def offered_docs(k, scored):
 
 
 @njit(inline="always")
+def prefilter_scan(k, scanned):
+    """The documents the prefilter's own pass reads: the scanned ones where it applies (as the C kernel's)."""
+    if k >= PREFILTER_MIN_K and scanned >= PREFILTER_MIN_RATIO * k:
+        return float(scanned)
+    return 0.0
+
+
+@njit(inline="always")
 def _offer_range(acc, touched, dense, n, lo, hi, deleted, has_deleted, heap_s, heap_d, size, k):
     for i in range(n):
         d = i if dense else touched[i]
@@ -227,12 +235,12 @@ def _taat_query(q, offsets, weights, b_offsets, b_ids, masks, block_size, q_indp
                 acc[touched[i]] = 0.0
                 seen[touched[i]] = 0
     elif dense:
+        # one comparison with what enters the heap, clearing afterwards (the C kernel's branch-light scan)
         for d in range(n_docs):
             s = acc[d]
-            if s != 0:
-                acc[d] = 0.0
-                if s > 0 and not (has_deleted and deleted[d] != 0):
-                    size = _offer(heap_s, heap_d, size, k, s, d)
+            if (s > 0 if size < k else s >= heap_s[0]) and not (has_deleted and deleted[d] != 0):
+                size = _offer(heap_s, heap_d, size, k, s, d)
+        acc[:] = 0.0
     else:
         for i in range(n_touched):
             d = touched[i]
@@ -332,7 +340,7 @@ def _score_block(b, block_size, q_lo, q_hi, q_indices, q_values, offsets, weight
 # the modes (MODES there): block-max to the end, guarded block-max, auto.
 (C_POSTING, C_SCAN_DOC, C_TERM, C_ENTRY, C_ROW_BLOCK, C_BLOCK, C_BLOCK_TERM, C_CAND_SORT, C_SCORED_RATIO,
  C_SCORED_EXPONENT, C_GUARD, C_HEAP, C_BLOCKS_CONST, C_BLOCKS_K, C_BLOCKS_BLOCKS, C_BLOCKS_TERMS,
- C_BLOCKS_POSTINGS, C_BLOCKS_K_BLOCKS, C_BLOCKS_K_TERMS) = range(19)
+ C_BLOCKS_POSTINGS, C_BLOCKS_K_BLOCKS, C_BLOCKS_K_TERMS, C_PREFILTER_SCAN) = range(20)
 MODE_PURE, MODE_GUARDED, MODE_AUTO = range(3)
 ROUTE_BLOCKMAX, ROUTE_EXHAUSTIVE, ROUTE_FALLBACK = range(3)
 DENSE_SCAN_RATIO = 4
@@ -398,7 +406,8 @@ def _blockmax(offsets, weights, b_offsets, b_ids, b_max, masks, anchors, dense_r
                     entries += b_offsets[t + 1] - b_offsets[t]
             scanned = n_docs if postings * DENSE_SCAN_RATIO >= n_docs else min(postings, n_docs)
             t_exhaustive = (cm[C_POSTING] * postings + cm[C_SCAN_DOC] * scanned + cm[C_TERM] * n_terms
-                            + cm[C_HEAP] * heap_work(k, offered_docs(k, min(postings, n_docs))))
+                            + cm[C_HEAP] * heap_work(k, offered_docs(k, min(postings, n_docs)))
+                            + cm[C_PREFILTER_SCAN] * prefilter_scan(k, scanned))
             t_bounds = cm[C_ENTRY] * entries + cm[C_ROW_BLOCK] * rows * n_blocks + cm[C_BLOCK] * n_blocks
             per_block = max(cm[C_BLOCK_TERM] * n_terms, 1e-9)
             limit = np.inf if mode == MODE_PURE or np.isinf(cm[C_GUARD]) else cm[C_GUARD] * t_exhaustive

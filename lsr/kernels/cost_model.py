@@ -2,7 +2,7 @@
 
 Both kernels (C and numba) predict, from counts known before a query is scored, what each route costs:
 
-    exhaustive = posting x P + scan_doc x D + term x T + heap x H
+    exhaustive = posting x P + scan_doc x D + term x T + heap x H + prefilter_scan x D'
     block-max  = entry x E + row_block x R x B + block x B            (the bounds, and the scans of B blocks)
                + block_term x T x (seeds + scored)                    (scoring blocks, every term each)
                + heap x H(b x (seeds + scored))                       (their documents offered to the heap)
@@ -12,7 +12,8 @@ with T the query's terms, P their postings, D the accumulator entries exhaustive
 document when P >= n_docs / 4, else the documents touched), H = H(n) = k (1 + ln(n / k)) log2 k the
 expected top-k heap insertions times their depth for n offered documents: n = min(P, n_docs), or 2k where
 the kernels' prefilter offers only the documents past a threshold sampled from the scores (k >= 64 over
-at least 3k documents; without it the heap was most of exhaustive scoring's time at k = 1000), E the block
+at least 3k documents; without it the heap was most of exhaustive scoring's time at k = 1000) and D' = D
+where that prefilter runs (its own pass over the scores), else 0, E the block
 entries of the terms without a dense bound row, R the terms with one, B the segment's blocks, b the
 documents per block, H(b x ...) the same heap term over the documents of the scored blocks (the same
 constant: at k = 1000 the seeds alone offer as many documents as a small collection holds, which made
@@ -78,6 +79,9 @@ class CostModel:
     blocks_postings: float = 0.0
     blocks_k_blocks: float = 0.0
     blocks_k_terms: float = 0.0
+    # the prefilter's pass over the scanned documents (exhaustive at k >= 64; appended last: the kernels'
+    # COST_* order)
+    prefilter_scan: float = 0.0
 
     def as_array(self) -> np.ndarray:
         """The kernels' argument: float64, in field order (the C kernel's COST_* enum); made once per model
