@@ -94,16 +94,17 @@ class CostModel:
         return array
 
 
-# fitted by `python benchmarks/routes.py` on two passes over the same queries (SciFact, NFCorpus and
-# enwiki-100k, float32, own + long queries, k = 10 and 1000), 2-core AMD EPYC (AVX-512), 2026-12-06, before
-# the exhaustive top-k prefilter (its heap term is in the kernels' prediction, offered_docs). A refit on
-# times with the prefilter (exhaustive median error 10-13%: one more pass over the scores that no count
-# here describes) checked worse: auto 1.10-1.15x the best route at k = 10, against 0.96-1.07x with this one.
-# The heap constant is shared: block-max offers its scored blocks' documents to the same top-k heap.
-FITTED = CostModel(posting=1.147, scan_doc=2.969, term=29.18, entry=1.513, row_block=0.05812, block=2.94,
-                   block_term=38.81, cand_sort=8.37, scored_ratio=1.806, scored_exponent=0.8449, guard=0.5,
-                   heap=6.897, blocks_const=0.5822, blocks_k=0.07698, blocks_blocks=-0.3971, blocks_terms=1.286,
-                   blocks_postings=0.1352, blocks_k_blocks=0.13, blocks_k_terms=-0.1653)
+# fitted by `python benchmarks/routes.py --check-model fitted` (its first pass; the table in benchmarks/README.md
+# "Exact routes" is its second pass, run with this model) on SciFact, NFCorpus and enwiki-100k, float32, own +
+# long queries, k = 10 and 1000, 2-core AMD EPYC (AVX-512), 2026-12-06, after the branch-light dense scan and
+# with the prefilter's own pass as a term: exhaustive median error 8% (was 10-13% without the term),
+# block-max 6%; block-max is under-predicted by about half on long queries over the large collection (the
+# per-term block lookups grow with the collection: the next term to add). The heap constant is shared:
+# block-max offers its scored blocks' documents to the same top-k heap.
+FITTED = CostModel(posting=1.287, scan_doc=0.5452, term=0.0, entry=1.059, row_block=0.09636, block=2.671,
+                   block_term=38.72, cand_sort=8.304, scored_ratio=1.806, scored_exponent=0.8449, guard=0.5,
+                   heap=6.593, blocks_const=0.5822, blocks_k=0.07698, blocks_blocks=-0.3971, blocks_terms=1.286,
+                   blocks_postings=0.1352, blocks_k_blocks=0.13, blocks_k_terms=-0.1653, prefilter_scan=0.5833)
 
 # block-max that never gives up (tests reach its code on collections where the guard would always fall back)
 PURE_BLOCKMAX = replace(FITTED, guard=math.inf)
