@@ -537,6 +537,16 @@ static void dense_add(float *restrict ub, const uint8_t *restrict row, float c, 
 
 typedef struct { float bound; int32_t id; } cand_t;
 
+/* How many of the candidates [from, n), sorted by decreasing bound, have alpha x bound >= threshold. */
+static int64_t reaching(const cand_t *cand, int64_t from, int64_t n, float threshold, float alpha) {
+    int64_t lo = from, hi = n;
+    while (lo < hi) {
+        int64_t mid = (lo + hi) >> 1;
+        if (cand[mid].bound * alpha < threshold) hi = mid; else lo = mid + 1;
+    }
+    return lo - from;
+}
+
 static int cmp_cand(const void *a, const void *b) {
     float x = ((const cand_t *)a)->bound, y = ((const cand_t *)b)->bound;
     if (x > y) return -1;
@@ -690,6 +700,9 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
         /* each further block at the cost of the next one (the heap's share only shrinks as it fills) */
         double marginal = scoring_cost(cm, per_block, k, bs, (double)n_seed, (double)n_seed + 1.0);
         int64_t budget = isinf(limit) || left / marginal >= (double)n_cand ? n_cand : left > 0 ? (int64_t)(left / marginal) : 0;
+        /* every candidate scored costs less than exhaustive scoring: handing over could only cost more */
+        if (budget < n_cand && t_sort + scoring_cost(cm, per_block, k, bs, (double)n_seed, (double)(n_seed + n_cand)) < t_exhaustive)
+            budget = n_cand;
         int fallback = n_cand > 4 * budget; /* clearly too many: do not even sort */
         if (bl->mode == MODE_AUTO &&
             t_sort + scoring_cost(cm, per_block, k, bs, (double)n_seed,
@@ -701,7 +714,15 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
             qsort(cand, (size_t)n_cand, sizeof(cand_t), cmp_cand);
             for (int64_t c = 0; c < n_cand && status == 0; c++) {
                 if (sc.size == k && cand[c].bound * bl->alpha < sc.hs[0]) break;
-                if (c >= budget) { fallback = 1; break; }
+                if (c >= budget) {
+                    /* out of budget: the candidates whose bound still reaches the k-th score are all that
+                     * may be left to score (it only rises); when they cost less than exhaustive scoring,
+                     * finishing is cheaper than starting over and stays within (1 + guard) x exhaustive */
+                    int64_t still = sc.size == k ? reaching(cand, c, n_cand, sc.hs[0], bl->alpha) : n_cand - c;
+                    if (scoring_cost(cm, per_block, k, bs, (double)(n_seed + c), (double)(n_seed + c + still)) >=
+                        t_exhaustive) { fallback = 1; break; }
+                    budget = c + still;
+                }
                 status = score_block(j, bl, &sc, q_lo, q_hi, cand[c].id, wt);
                 n_scored++;
             }

@@ -346,6 +346,19 @@ ROUTE_BLOCKMAX, ROUTE_EXHAUSTIVE, ROUTE_FALLBACK = range(3)
 DENSE_SCAN_RATIO = 4
 
 
+@njit(inline="always")
+def _reaching(cand_s, order, start, n, threshold, alpha):
+    """How many of the candidates order[start:n] (by decreasing bound) have alpha x bound >= threshold."""
+    lo, hi = start, n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if cand_s[order[mid]] * alpha < threshold:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo - start
+
+
 @njit(cache=True, inline="always")
 def heap_work(k, docs):
     """Expected top-k heap insertions x sift depth for ``docs`` scored documents (as the C kernel's)."""
@@ -475,6 +488,10 @@ def _blockmax(offsets, weights, b_offsets, b_ids, b_max, masks, anchors, dense_r
                 budget = n_cand
             else:
                 budget = np.int64(left / marginal) if left > 0 else 0
+            # every candidate scored costs less than exhaustive scoring: handing over could only cost more
+            if budget < n_cand and t_sort + scoring_cost(cm, per_block, k, block_size, np.float64(n_seed),
+                                                         np.float64(n_seed + n_cand)) < t_exhaustive:
+                budget = n_cand
             fallback = n_cand > 4 * budget
             predicted = scoring_cost(cm, per_block, k, block_size, np.float64(n_seed),
                                      n_seed + cm[C_SCORED_RATIO] * np.float64(n_cand) ** cm[C_SCORED_EXPONENT])
@@ -488,8 +505,16 @@ def _blockmax(offsets, weights, b_offsets, b_ids, b_max, masks, anchors, dense_r
                     if size == k and bound * alpha < heap_s[0]:
                         break
                     if i >= budget:
-                        fallback = True
-                        break
+                        # out of budget: finish when the candidates whose bound still reaches the k-th score
+                        # (all that may be left: it only rises) cost less than exhaustive scoring (the C kernel's)
+                        still = n_cand - i
+                        if size == k:
+                            still = _reaching(cand_s, order, i, n_cand, heap_s[0], alpha)
+                        if scoring_cost(cm, per_block, k, block_size, np.float64(n_seed + i),
+                                        np.float64(n_seed + i + still)) >= t_exhaustive:
+                            fallback = True
+                            break
+                        budget = i + still
                     size = _score_block(cand_b[order[i]], block_size, q_lo, q_hi, q_indices, q_values, offsets,
                                         weights, b_offsets, b_ids, masks, anchors, dense_rows, dense, dense_prefix,
                                         n_blocks, n_chunks64, local, n_docs, deleted, has_deleted, heap_s, heap_d,
