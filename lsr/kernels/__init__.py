@@ -6,7 +6,8 @@ Backends (``auto`` picks the fastest installed): ``c`` (the compiled extension `
 and ``numpy`` (the scipy oracle in :mod:`lsr.kernels.reference`, exhaustive only).
 Algorithms: ``exhaustive`` (term-at-a-time over every posting of the query's terms), ``blockmax``
 (per-block upper bounds, blocks visited by decreasing bound until none can beat the k-th score; exact;
-guarded: it hands a query to exhaustive scoring once its work reaches half of exhaustive's predicted cost),
+guarded: it hands a query to exhaustive scoring once its work reaches half of exhaustive's predicted cost,
+unless the blocks left to score cost less than that),
 and ``auto``: guarded block-max that also goes exhaustive, up front or after its seed blocks, wherever the
 cost model (lsr/kernels/cost_model.py) predicts exhaustive scoring to be cheaper.
 Approximation knobs, all off by default: ``query_mass < 1`` is two-step search (lsr/kernels/two_step.py:
