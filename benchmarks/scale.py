@@ -4,8 +4,8 @@
     python benchmarks/scale.py --sizes synth-20k --max-queries 50     # a quick end-to-end check
     python benchmarks/scale.py --sizes synth-10m --dry-run            # what would run, what would be skipped
     python benchmarks/scale.py --render-only                          # the table again from results/scale.json
-    python benchmarks/scale.py --sizes enwiki-100k --engines lsr,pisa,splade-index \
-        --json benchmarks/results/scale-100k-peers.json --section scale-100k-peers   # a run kept apart
+    python benchmarks/scale.py --sizes enwiki-100k --engines lsr,pisa --json /tmp/s.json \
+        --section NAME      # a run kept apart, in the README between <!-- NAME:begin --> and <!-- NAME:end -->
 
 Sizes: ``enwiki-100k`` (the seeded 100k sample of benchmarks/run.py), ``enwiki-493k`` (the whole enwiki-2015
 corpus, 493,983 passages, encoded by ``python benchmarks/prepare_enwiki.py --docs 493983``), ``synth-<n>``
