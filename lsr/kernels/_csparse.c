@@ -364,17 +364,21 @@ static float sampled_threshold(const float *acc, const int32_t *touched, int64_t
     return size == PREFILTER_RANK ? top[0] : 0.0f;
 }
 
+/* Whether the prefilter runs for top k over n scored documents (the one place that says so). */
+static inline int prefilters(int64_t k, double n) {
+    return k >= PREFILTER_MIN_K && n >= (double)PREFILTER_MIN_RATIO * (double)k;
+}
+
 /* The documents exhaustive scoring offers to the heap: all N scored, or about PREFILTER_SHARE x k of them
  * past the sampled threshold (the cost model's heap term). */
 static inline double offered_docs(int64_t k, double scored) {
-    return k >= PREFILTER_MIN_K && scored >= (double)PREFILTER_MIN_RATIO * (double)k
-               ? (double)(PREFILTER_SHARE * k) : scored;
+    return prefilters(k, scored) ? (double)(PREFILTER_SHARE * k) : scored;
 }
 
 /* The documents the prefilter's own pass reads (the cost model's prefilter_scan term): the scanned ones
  * where it applies, none elsewhere. */
 static inline double prefilter_scan(int64_t k, double scanned) {
-    return k >= PREFILTER_MIN_K && scanned >= (double)PREFILTER_MIN_RATIO * (double)k ? scanned : 0.0;
+    return prefilters(k, scanned) ? scanned : 0.0;
 }
 
 /* Offer the scores of touched (or of 0..n-1) in [lo, hi) that are positive and not deleted. */
@@ -406,7 +410,7 @@ ALWAYS_INLINE int64_t taat_query(const job_t *j, int64_t q, taat_scratch_t *ts, 
                         : taat_term(j, term, w, acc, ts->seen, ts->touched, &n_touched, 1, j->mask_bytes, wt);
     }
     int64_t n_scan = dense ? n_docs : n_touched;
-    float tau = !bad && k >= PREFILTER_MIN_K && n_scan >= PREFILTER_MIN_RATIO * k
+    float tau = !bad && prefilters(k, (double)n_scan)
                     ? sampled_threshold(acc, dense ? NULL : ts->touched, n_scan, k) : 0.0f;
     if (tau > 0) { /* the prefilter: scores at or above tau first, the rest only if they are needed */
         OFFER_RANGE(tau, INFINITY)
