@@ -163,7 +163,7 @@ def design(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
         scored = r["seeds"] + r["scored"]
         c = r["candidates"]
         bm.append([r["entries"], r["rows"] * r["blocks"], r["blocks"], r["terms"] * scored,
-                   c * math.log2(max(c, 2))])
+                   r["terms"] * scored * math.log2(max(r["blocks"], 2)), c * math.log2(max(c, 2))])
         heap_bm.append(heap_work(r["k"], r.get("block_size", 8) * scored))
         y_ex.append(r["us"]["exhaustive"])
         y_bm.append(r["us"]["blockmax"])
@@ -204,7 +204,8 @@ def fit(rows: list[dict], guard: float) -> tuple[CostModel, dict]:
     model = CostModel(posting=c_ex[0] * ns_per_us, scan_doc=c_ex[1] * ns_per_us, term=c_ex[2] * ns_per_us,
                       heap=c_ex[3] * ns_per_us, prefilter_scan=c_ex[4] * ns_per_us,
                       entry=c_bm[0] * ns_per_us, row_block=c_bm[1] * ns_per_us, block=c_bm[2] * ns_per_us,
-                      block_term=c_bm[3] * ns_per_us, cand_sort=c_bm[4] * ns_per_us,
+                      block_term=c_bm[3] * ns_per_us, block_term_log=c_bm[4] * ns_per_us,
+                      cand_sort=c_bm[5] * ns_per_us,
                       scored_ratio=float(np.exp(log_ratio)), scored_exponent=float(exponent), guard=guard,
                       blocks_const=guess[0], blocks_k=guess[1], blocks_blocks=guess[2], blocks_terms=guess[3],
                       blocks_postings=guess[4], blocks_k_blocks=guess[5], blocks_k_terms=guess[6])

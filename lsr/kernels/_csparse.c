@@ -285,7 +285,10 @@ static void init_bit_pos(void) {
             if (m >> r & 1) BIT_POS[m][n++] = (uint8_t)r;
 }
 
-/* Doc ids decoded per pass of taat_term: 8 KiB of stack, in L1 while they are accumulated. */
+/* Doc ids decoded per pass of taat_term: 8 KiB of stack, in L1 while they are accumulated. (Accumulating
+ * a large collection window by window, every term's postings of an L2-sized range of documents at a time,
+ * was tried and ran 13% slower at 1M documents: a term's adds walk the accumulator in ascending order, which
+ * the hardware prefetcher follows, so the 4 MiB accumulator costs little beyond L2.) */
 #define DECODE_CHUNK 2048
 
 /* Add w x term's postings into acc (recording newly touched documents when track); returns 1 when the
@@ -389,6 +392,34 @@ static inline double prefilter_scan(int64_t k, double scanned) {
         if (s >= (lo) && s < (hi) && s > 0 && !(j->deleted && j->deleted[d])) OFFER(hs, hd, size, k, s, d); \
     }
 
+/* The dense scans read the whole accumulator, most of whose scores cannot enter the heap: they test
+ * SCAN_LANES scores at a time with vector compares (GCC's vector extension), and look at the scores one by one only
+ * in the rare groups that pass. The exhaustive scan of a 1M-document accumulator was a fifth of a
+ * k = 1000 query's time at one comparison per document. */
+#define SCAN_LANES 16
+/* 128-bit vectors: every x86-64 CPU has them (SSE2), so both clones compare 4 lanes per instruction with
+ * no lowering (a 512-bit GCC vector type became scalar compares on the AVX2 clone) */
+typedef float f32x4 __attribute__((vector_size(16)));
+typedef int32_t i32x4 __attribute__((vector_size(16)));
+
+static inline int any_lane(i32x4 m) {
+    int64_t h[2];
+    memcpy(h, &m, sizeof h);
+    return (h[0] | h[1]) != 0;
+}
+
+static inline int any_above(const float *a, float t) {   /* some a[r] > t, r < SCAN_LANES */
+    f32x4 x0, x1, x2, x3;
+    memcpy(&x0, a, 16); memcpy(&x1, a + 4, 16); memcpy(&x2, a + 8, 16); memcpy(&x3, a + 12, 16);
+    return any_lane((x0 > t) | (x1 > t) | (x2 > t) | (x3 > t));
+}
+
+static inline int any_reaching(const float *a, float t) {   /* some a[r] >= t, r < SCAN_LANES */
+    f32x4 x0, x1, x2, x3;
+    memcpy(&x0, a, 16); memcpy(&x1, a + 4, 16); memcpy(&x2, a + 8, 16); memcpy(&x3, a + 12, 16);
+    return any_lane((x0 >= t) | (x1 >= t) | (x2 >= t) | (x3 >= t));
+}
+
 /* Exact top-k of query q by exhaustive accumulation into the heap (hs, hd); returns the heap size, or -2
  * for corrupt postings. The scratch is left zeroed for the next query. */
 ALWAYS_INLINE int64_t taat_query(const job_t *j, int64_t q, taat_scratch_t *ts, float *hs, int64_t *hd,
@@ -413,7 +444,16 @@ ALWAYS_INLINE int64_t taat_query(const job_t *j, int64_t q, taat_scratch_t *ts, 
     float tau = !bad && prefilters(k, (double)n_scan)
                     ? sampled_threshold(acc, dense ? NULL : ts->touched, n_scan, k) : 0.0f;
     if (tau > 0) { /* the prefilter: scores at or above tau first, the rest only if they are needed */
-        OFFER_RANGE(tau, INFINITY)
+        if (dense) {
+            for (int64_t d0 = 0; d0 < n_docs; d0 += SCAN_LANES) {
+                int64_t d1 = d0 + SCAN_LANES < n_docs ? d0 + SCAN_LANES : n_docs;
+                if (d1 - d0 == SCAN_LANES && !any_reaching(acc + d0, tau)) continue;
+                for (int64_t d = d0; d < d1; d++) {
+                    float s = acc[d];
+                    if (s >= tau && !(j->deleted && j->deleted[d])) OFFER(hs, hd, size, k, s, d);
+                }
+            }
+        } else OFFER_RANGE(tau, INFINITY)
         if (size < k) OFFER_RANGE(0.0f, tau)
         if (dense) memset(acc, 0, sizeof(float) * (size_t)n_docs);
         else
@@ -423,9 +463,15 @@ ALWAYS_INLINE int64_t taat_query(const job_t *j, int64_t q, taat_scratch_t *ts, 
          * which is false for nearly every document once the heap fills, and the clearing left to
          * memset: testing each score for zero first mispredicted on a quarter to most of the documents and
          * took a third of a short enwiki-100k query's time at k = 10 */
-        for (int64_t d = 0; d < n_docs; d++) {
-            float s = acc[d];
-            if ((size < k ? s > 0.0f : s >= hs[0]) && !(j->deleted && j->deleted[d])) OFFER(hs, hd, size, k, s, d);
+        for (int64_t d0 = 0; d0 < n_docs; d0 += SCAN_LANES) {
+            int64_t d1 = d0 + SCAN_LANES < n_docs ? d0 + SCAN_LANES : n_docs;
+            if (d1 - d0 == SCAN_LANES && !(size < k ? any_above(acc + d0, 0.0f) : any_reaching(acc + d0, hs[0])))
+                continue;
+            for (int64_t d = d0; d < d1; d++) {
+                float s = acc[d];
+                if ((size < k ? s > 0.0f : s >= hs[0]) && !(j->deleted && j->deleted[d]))
+                    OFFER(hs, hd, size, k, s, d);
+            }
         }
         memset(acc, 0, sizeof(float) * (size_t)n_docs);
     } else {
@@ -454,6 +500,22 @@ ALWAYS_INLINE int taat_impl(const job_t *j, const wtype_t wt) {
     return status;
 }
 
+/* One query's exhaustive scoring for block-max's exhaustive route and fallback: called, not inlined there
+ * (inlined into block-max's large function it compiled to code 12-18% slower than the same scoring in
+ * taat_*; measured on SciFact and NFCorpus at k = 10) */
+#define TAAT_QUERY_FOR(name, W) \
+    HOT __attribute__((noinline)) static int64_t name(const job_t *j, int64_t q, taat_scratch_t *ts, float *hs, \
+                                                      int64_t *hd) { return taat_query(j, q, ts, hs, hd, W); }
+TAAT_QUERY_FOR(taat_query_f32, W_F32)
+TAAT_QUERY_FOR(taat_query_u8, W_U8)
+TAAT_QUERY_FOR(taat_query_u16, W_U16)
+
+ALWAYS_INLINE int64_t taat_query_called(const job_t *j, int64_t q, taat_scratch_t *ts, float *hs, int64_t *hd,
+                                        const wtype_t wt) {
+    return wt == W_U8 ? taat_query_u8(j, q, ts, hs, hd) : wt == W_U16 ? taat_query_u16(j, q, ts, hs, hd)
+                                                                      : taat_query_f32(j, q, ts, hs, hd);
+}
+
 HOT static int taat_f32(const job_t *j) { return taat_impl(j, W_F32); }
 HOT static int taat_u8(const job_t *j) { return taat_impl(j, W_U8); }
 HOT static int taat_u16(const job_t *j) { return taat_impl(j, W_U16); }
@@ -468,7 +530,7 @@ static int run_taat(const job_t *j) {
 enum { COST_POSTING, COST_SCAN_DOC, COST_TERM, COST_ENTRY, COST_ROW_BLOCK, COST_BLOCK, COST_BLOCK_TERM,
        COST_CAND_SORT, COST_SCORED_RATIO, COST_SCORED_EXPONENT, COST_GUARD, COST_HEAP,
        COST_BLOCKS_CONST, COST_BLOCKS_K, COST_BLOCKS_BLOCKS, COST_BLOCKS_TERMS, COST_BLOCKS_POSTINGS,
-       COST_BLOCKS_K_BLOCKS, COST_BLOCKS_K_TERMS, COST_PREFILTER_SCAN, COST_N };
+       COST_BLOCKS_K_BLOCKS, COST_BLOCKS_K_TERMS, COST_PREFILTER_SCAN, COST_BLOCK_TERM_LOG, COST_N };
 
 /* auto's up-front guess of the blocks block-max will score (seeds and candidates), a log-linear function of
  * what is known before the bounds (k, B blocks, T terms, P postings; fitted by benchmarks/routes.py):
@@ -650,7 +712,11 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
                               cm[COST_HEAP] * heap_work(k, offered_docs(k, (double)(postings < n_docs ? postings : n_docs))) +
                               cm[COST_PREFILTER_SCAN] * prefilter_scan(k, (double)scanned);
         double t_bounds = cm[COST_ENTRY] * entries + cm[COST_ROW_BLOCK] * rows * n_blocks + cm[COST_BLOCK] * n_blocks;
-        double per_block = fmax(cm[COST_BLOCK_TERM] * n_terms, 1e-9); /* scoring one block */
+        /* scoring one block: each term's entry of the block is found by a binary search over the term's
+         * entries, whose depth grows with the collection (the log term) */
+        double per_block = fmax(n_terms * (cm[COST_BLOCK_TERM] +
+                                           cm[COST_BLOCK_TERM_LOG] * log2((double)(n_blocks > 2 ? n_blocks : 2))),
+                                1e-9);
         /* what block-max may spend before it gives up (none of it in MODE_PURE) */
         double limit = bl->mode == MODE_PURE || isinf(cm[COST_GUARD]) ? INFINITY : cm[COST_GUARD] * t_exhaustive;
         /* exhaustive from the start: when block-max's bounds and seeds alone would pass its limit, or (auto)
@@ -660,7 +726,7 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
              t_bounds + scoring_cost(cm, per_block, k, bs, 0, predicted_blocks(cm, k, n_blocks, n_terms, postings)) >
                  t_exhaustive)) {
             if (!ts.acc && taat_scratch_get(&ts, n_docs) != 0) { status = -1; break; }
-            int64_t size = taat_query(j, q, &ts, sc.hs, sc.hd, wt);
+            int64_t size = taat_query_called(j, q, &ts, sc.hs, sc.hd, wt);
             if (size < 0) { status = (int)size; break; }
             heap_drain(sc.hs, sc.hd, size, j->out_ids + q * k, j->out_scores + q * k, j->id_base);
             if (bl->stats) bl->stats[q * STATS_N + STAT_ROUTE] = ROUTE_EXHAUSTIVE;
@@ -738,7 +804,7 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
         }
         if (fallback && status == 0) {
             if (!ts.acc && taat_scratch_get(&ts, n_docs) != 0) { status = -1; break; }
-            int64_t size = taat_query(j, q, &ts, sc.hs, sc.hd, wt);
+            int64_t size = taat_query_called(j, q, &ts, sc.hs, sc.hd, wt);
             if (size < 0) { status = (int)size; break; }
             sc.size = size;
         }

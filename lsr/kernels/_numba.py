@@ -159,19 +159,44 @@ def _sampled_threshold(acc, touched, dense, n, k):
 
 
 @njit(inline="always")
+def _prefilters(k, n):
+    """Whether the prefilter runs for top k over n scored documents (the one place that says so)."""
+    return k >= PREFILTER_MIN_K and n >= PREFILTER_MIN_RATIO * k
+
+
+@njit(inline="always")
 def offered_docs(k, scored):
     """The documents exhaustive scoring offers to the heap: all, or about PREFILTER_SHARE x k past the threshold."""
-    if k >= PREFILTER_MIN_K and scored >= PREFILTER_MIN_RATIO * k:
-        return float(PREFILTER_SHARE * k)
-    return float(scored)
+    return float(PREFILTER_SHARE * k) if _prefilters(k, scored) else float(scored)
 
 
 @njit(inline="always")
 def prefilter_scan(k, scanned):
     """The documents the prefilter's own pass reads: the scanned ones where it applies (as the C kernel's)."""
-    if k >= PREFILTER_MIN_K and scanned >= PREFILTER_MIN_RATIO * k:
-        return float(scanned)
-    return 0.0
+    return float(scanned) if _prefilters(k, scanned) else 0.0
+
+
+# The dense scans test SCAN_LANES scores at a time with one branch-free OR (vector compares) and look at the
+# scores one by one only in the rare groups that pass (the C kernel's any_above / any_reaching).
+SCAN_LANES = 16
+
+
+@njit(nogil=True)
+def _any_above(acc, d0, t):
+    """Some acc[d0 + r] > t, r < SCAN_LANES."""
+    any_ = False
+    for r in range(SCAN_LANES):
+        any_ |= acc[d0 + r] > t
+    return any_
+
+
+@njit(nogil=True)
+def _any_reaching(acc, d0, t):
+    """Some acc[d0 + r] >= t, r < SCAN_LANES."""
+    any_ = False
+    for r in range(SCAN_LANES):
+        any_ |= acc[d0 + r] >= t
+    return any_
 
 
 @njit(inline="always")
@@ -184,7 +209,11 @@ def _offer_range(acc, touched, dense, n, lo, hi, deleted, has_deleted, heap_s, h
     return size
 
 
-@njit(inline="always")
+# _taat_query and _score_block are compiled as functions of their own, not inline="always": inlined at
+# numba's IR level into the parallel kernels (several call sites each) they made numba's parfor passes take
+# 4x as long (float32 exhaustive + auto: 73 s to compile, 20 s now; every weight type and CI's clean
+# checkout pay it), with no measured difference in speed (LLVM still sees the calls).
+@njit(nogil=True)
 def _taat_query(q, offsets, weights, b_offsets, b_ids, masks, block_size, q_indptr, q_indices, q_values, k, deleted,
                 has_deleted, acc, seen, touched, heap_s, heap_d):
     """Exact top-k of query ``q`` by exhaustive accumulation; returns the heap size. Scratch is left zeroed.
@@ -221,10 +250,21 @@ def _taat_query(q, offsets, weights, b_offsets, b_ids, masks, block_size, q_indp
     size = 0
     n_scan = n_docs if dense else n_touched
     tau = np.float32(0.0)
-    if k >= PREFILTER_MIN_K and n_scan >= PREFILTER_MIN_RATIO * k:
+    if _prefilters(k, n_scan):
         tau = _sampled_threshold(acc, touched, dense, n_scan, k)
     if tau > 0:
-        size = _offer_range(acc, touched, dense, n_scan, tau, np.inf, deleted, has_deleted, heap_s, heap_d, size, k)
+        if dense:
+            for d0 in range(0, n_docs, SCAN_LANES):
+                d1 = min(d0 + SCAN_LANES, n_docs)
+                if d1 - d0 == SCAN_LANES and not _any_reaching(acc, d0, tau):
+                    continue
+                for d in range(d0, d1):
+                    s = acc[d]
+                    if s >= tau and not (has_deleted and deleted[d] != 0):
+                        size = _offer(heap_s, heap_d, size, k, s, d)
+        else:
+            size = _offer_range(acc, touched, dense, n_scan, tau, np.inf, deleted, has_deleted, heap_s, heap_d,
+                                size, k)
         if size < k:
             size = _offer_range(acc, touched, dense, n_scan, np.float32(0.0), tau, deleted, has_deleted, heap_s,
                                 heap_d, size, k)
@@ -236,10 +276,15 @@ def _taat_query(q, offsets, weights, b_offsets, b_ids, masks, block_size, q_indp
                 seen[touched[i]] = 0
     elif dense:
         # one comparison with what enters the heap, clearing afterwards (the C kernel's branch-light scan)
-        for d in range(n_docs):
-            s = acc[d]
-            if (s > 0 if size < k else s >= heap_s[0]) and not (has_deleted and deleted[d] != 0):
-                size = _offer(heap_s, heap_d, size, k, s, d)
+        for d0 in range(0, n_docs, SCAN_LANES):
+            d1 = min(d0 + SCAN_LANES, n_docs)
+            if d1 - d0 == SCAN_LANES and not (_any_above(acc, d0, np.float32(0.0)) if size < k
+                                              else _any_reaching(acc, d0, heap_s[0])):
+                continue
+            for d in range(d0, d1):
+                s = acc[d]
+                if (s > 0 if size < k else s >= heap_s[0]) and not (has_deleted and deleted[d] != 0):
+                    size = _offer(heap_s, heap_d, size, k, s, d)
         acc[:] = 0.0
     else:
         for i in range(n_touched):
@@ -292,7 +337,7 @@ def _find_block(block_ids, lo, hi, block):
     return -1 if lo >= end or block_ids[lo] != block else lo
 
 
-@njit(inline="always")
+@njit(nogil=True)
 def _score_block(b, block_size, q_lo, q_hi, q_indices, q_values, offsets, weights, b_offsets, b_ids, masks,
                  anchors, dense_rows, dense, dense_prefix, n_blocks, n_chunks64, local, n_docs, deleted,
                  has_deleted, heap_s, heap_d, size, k):
@@ -340,10 +385,9 @@ def _score_block(b, block_size, q_lo, q_hi, q_indices, q_values, offsets, weight
 # the modes (MODES there): block-max to the end, guarded block-max, auto.
 (C_POSTING, C_SCAN_DOC, C_TERM, C_ENTRY, C_ROW_BLOCK, C_BLOCK, C_BLOCK_TERM, C_CAND_SORT, C_SCORED_RATIO,
  C_SCORED_EXPONENT, C_GUARD, C_HEAP, C_BLOCKS_CONST, C_BLOCKS_K, C_BLOCKS_BLOCKS, C_BLOCKS_TERMS,
- C_BLOCKS_POSTINGS, C_BLOCKS_K_BLOCKS, C_BLOCKS_K_TERMS, C_PREFILTER_SCAN) = range(20)
+ C_BLOCKS_POSTINGS, C_BLOCKS_K_BLOCKS, C_BLOCKS_K_TERMS, C_PREFILTER_SCAN, C_BLOCK_TERM_LOG) = range(21)
 MODE_PURE, MODE_GUARDED, MODE_AUTO = range(3)
 ROUTE_BLOCKMAX, ROUTE_EXHAUSTIVE, ROUTE_FALLBACK = range(3)
-DENSE_SCAN_RATIO = 4
 
 
 @njit(inline="always")
@@ -422,7 +466,8 @@ def _blockmax(offsets, weights, b_offsets, b_ids, b_max, masks, anchors, dense_r
                             + cm[C_HEAP] * heap_work(k, offered_docs(k, min(postings, n_docs)))
                             + cm[C_PREFILTER_SCAN] * prefilter_scan(k, scanned))
             t_bounds = cm[C_ENTRY] * entries + cm[C_ROW_BLOCK] * rows * n_blocks + cm[C_BLOCK] * n_blocks
-            per_block = max(cm[C_BLOCK_TERM] * n_terms, 1e-9)
+            # each term's entry of a block is a binary search whose depth grows with the collection
+            per_block = max(n_terms * (cm[C_BLOCK_TERM] + cm[C_BLOCK_TERM_LOG] * np.log2(max(n_blocks, 2))), 1e-9)
             limit = np.inf if mode == MODE_PURE or np.isinf(cm[C_GUARD]) else cm[C_GUARD] * t_exhaustive
             # exhaustive from the start: block-max's bounds and seeds alone pass its limit, or (auto) its
             # predicted whole cost (blocks to score: a fitted power law) is above exhaustive scoring's

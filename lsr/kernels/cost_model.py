@@ -4,7 +4,7 @@ Both kernels (C and numba) predict, from counts known before a query is scored, 
 
     exhaustive = posting x P + scan_doc x D + term x T + heap x H + prefilter_scan x D'
     block-max  = entry x E + row_block x R x B + block x B            (the bounds, and the scans of B blocks)
-               + block_term x T x (seeds + scored)                    (scoring blocks, every term each)
+               + (block_term + block_term_log x log2 B) x T x (seeds + scored)   (scoring blocks, every term)
                + heap x H(b x (seeds + scored))                       (their documents offered to the heap)
                + cand_sort x C log2 C                                 (ordering the candidates)
 
@@ -39,7 +39,7 @@ The constants are nanoseconds on the machine they were fitted on; only their rat
 by ``python benchmarks/routes.py``, which times every query of three collections (small: SciFact,
 NFCorpus; large: enwiki-100k) with short, medium and long queries (long: another collection's documents)
 at k = 10 and 1000, on each route: non-negative least squares of the times on the counts above (relative
-error; the exhaustive model's median error is 7-13%, block-max's 6-9%), log-log least squares for the two
+error; the exhaustive model's median error is 7-13%, block-max's 5-9%), log-log least squares for the two
 power laws. The same script checks ``auto`` against the fastest route per query class
 (benchmarks/README.md, "Exact routes").
 """
@@ -81,9 +81,12 @@ class CostModel:
     blocks_postings: float = 0.0
     blocks_k_blocks: float = 0.0
     blocks_k_terms: float = 0.0
-    # the prefilter's pass over the scanned documents (exhaustive at k >= 64; appended last: the kernels'
+    # the prefilter's pass over the scanned documents (exhaustive at k >= 64; appended: the kernels'
     # COST_* order)
     prefilter_scan: float = 0.0
+    # scoring a block, per term and per log2 of the segment's blocks: the term's entry for the block is a
+    # binary search over its entries (appended last: the kernels' COST_* order)
+    block_term_log: float = 0.0
 
     def as_array(self) -> np.ndarray:
         """The kernels' argument: float64, in field order (the C kernel's COST_* enum); made once per model
@@ -98,15 +101,16 @@ class CostModel:
 
 # fitted by `python benchmarks/routes.py --check-model fitted` (its first pass; the table in benchmarks/README.md
 # "Exact routes" is its second pass, run with this model) on SciFact, NFCorpus and enwiki-100k, float32, own +
-# long queries, k = 10 and 1000, 2-core AMD EPYC (AVX-512), 2026-12-06, after the branch-light dense scan and
-# with the prefilter's own pass as a term: exhaustive median error 8% (was 10-13% without the term),
-# block-max 6%; block-max is under-predicted by about half on long queries over the large collection (the
-# per-term block lookups grow with the collection: the next term to add). The heap constant is shared:
-# block-max offers its scored blocks' documents to the same top-k heap.
-FITTED = CostModel(posting=1.287, scan_doc=0.5452, term=0.0, entry=1.059, row_block=0.09636, block=2.671,
-                   block_term=38.72, cand_sort=8.304, scored_ratio=1.806, scored_exponent=0.8449, guard=0.5,
-                   heap=6.593, blocks_const=0.5822, blocks_k=0.07698, blocks_blocks=-0.3971, blocks_terms=1.286,
-                   blocks_postings=0.1352, blocks_k_blocks=0.13, blocks_k_terms=-0.1653, prefilter_scan=0.5833)
+# long queries, k = 10 and 1000, 2-core AMD EPYC (AVX-512), 2026-12-07, after the vectorised dense scan (the
+# per-document scan cost fits to zero: what is left of it is folded into the other terms) and with block
+# scoring priced per term x log2 blocks (the fit puts all of it there, none on the flat per-term constant):
+# exhaustive median error 10%, block-max 6%. The heap constant is shared: block-max offers its scored blocks'
+# documents to the same top-k heap.
+FITTED = CostModel(posting=1.17, scan_doc=0.0, term=64.03, entry=0.3773, row_block=0.0, block=3.054,
+                   block_term=0.0, cand_sort=5.059, scored_ratio=1.806, scored_exponent=0.8449, guard=0.5,
+                   heap=6.596, blocks_const=0.5822, blocks_k=0.07698, blocks_blocks=-0.3971, blocks_terms=1.286,
+                   blocks_postings=0.1352, blocks_k_blocks=0.13, blocks_k_terms=-0.1653, prefilter_scan=0.5607,
+                   block_term_log=4.289)
 
 # block-max that never gives up (tests reach its code on collections where the guard would always fall back)
 PURE_BLOCKMAX = replace(FITTED, guard=math.inf)

@@ -136,7 +136,7 @@ cost_models = st.builds(
     CostModel, *[st.floats(0.0, 100.0) for _ in range(8)], st.floats(0.0, 2.0), st.floats(0.0, 1.5),
     st.one_of(st.floats(0.0, 3.0), st.just(float("inf"))), st.floats(0.0, 20.0),
     st.one_of(st.just(float("-inf")), st.floats(-5.0, 5.0)), *[st.floats(-1.0, 1.0) for _ in range(6)],
-    st.floats(0.0, 20.0))
+    st.floats(0.0, 20.0), st.floats(0.0, 20.0))
 
 
 @pytest.mark.parametrize("backend", PRUNING_BACKENDS)
