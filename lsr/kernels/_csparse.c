@@ -392,32 +392,42 @@ static inline double prefilter_scan(int64_t k, double scanned) {
         if (s >= (lo) && s < (hi) && s > 0 && !(j->deleted && j->deleted[d])) OFFER(hs, hd, size, k, s, d); \
     }
 
-/* The dense scans read the whole accumulator, most of whose scores cannot enter the heap: they test
- * SCAN_LANES scores at a time with vector compares (GCC's vector extension), and look at the scores one by one only
- * in the rare groups that pass. The exhaustive scan of a 1M-document accumulator was a fifth of a
- * k = 1000 query's time at one comparison per document. */
+/* The dense scans read the whole accumulator, most of whose scores cannot enter the heap once it is full:
+ * they test SCAN_LANES scores at a time against the least score that can (128-bit vector compares through
+ * GCC's vector extension: SSE2, so both clones have them unlowered -- a 512-bit type became scalar compares
+ * on the AVX2 clone) and look at the scores one by one only in the rare groups that pass. The exhaustive
+ * scan of a 1M-document accumulator was a fifth of a k = 1000 query's time at one comparison per document. */
 #define SCAN_LANES 16
-/* 128-bit vectors: every x86-64 CPU has them (SSE2), so both clones compare 4 lanes per instruction with
- * no lowering (a 512-bit GCC vector type became scalar compares on the AVX2 clone) */
 typedef float f32x4 __attribute__((vector_size(16)));
 typedef int32_t i32x4 __attribute__((vector_size(16)));
 
-static inline int any_lane(i32x4 m) {
+static inline int any_reaching(const float *a, float t) {   /* some a[r] >= t, r < SCAN_LANES */
+    f32x4 x0, x1, x2, x3;
+    memcpy(&x0, a, 16); memcpy(&x1, a + 4, 16); memcpy(&x2, a + 8, 16); memcpy(&x3, a + 12, 16);
+    i32x4 m = (x0 >= t) | (x1 >= t) | (x2 >= t) | (x3 >= t);
     int64_t h[2];
     memcpy(h, &m, sizeof h);
     return (h[0] | h[1]) != 0;
 }
 
-static inline int any_above(const float *a, float t) {   /* some a[r] > t, r < SCAN_LANES */
-    f32x4 x0, x1, x2, x3;
-    memcpy(&x0, a, 16); memcpy(&x1, a + 4, 16); memcpy(&x2, a + 8, 16); memcpy(&x3, a + 12, 16);
-    return any_lane((x0 > t) | (x1 > t) | (x2 > t) | (x3 > t));
-}
-
-static inline int any_reaching(const float *a, float t) {   /* some a[r] >= t, r < SCAN_LANES */
-    f32x4 x0, x1, x2, x3;
-    memcpy(&x0, a, 16); memcpy(&x1, a + 4, 16); memcpy(&x2, a + 8, 16); memcpy(&x3, a + 12, 16);
-    return any_lane((x0 >= t) | (x1 >= t) | (x2 >= t) | (x3 >= t));
+/* Offer every score of acc[0 .. n_docs) that is positive, at least lo (0: no bound) and not deleted; returns
+ * the heap size. Past the first k offers only scores >= the heap's least can enter, so the group test
+ * (skipped until then: the heap fills within the first few groups) compares with that. */
+ALWAYS_INLINE int64_t offer_dense(const job_t *j, const float *acc, float lo, float *hs, int64_t *hd, int64_t size) {
+    const int64_t n_docs = j->n_docs, k = j->k;
+    for (int64_t d0 = 0; d0 < n_docs; d0 += SCAN_LANES) {
+        int64_t d1 = d0 + SCAN_LANES < n_docs ? d0 + SCAN_LANES : n_docs;
+        float least = size < k ? lo : fmaxf(lo, hs[0]);
+        if (d1 - d0 == SCAN_LANES && least > 0 && !any_reaching(acc + d0, least)) continue;
+        for (int64_t d = d0; d < d1; d++) {
+            float s = acc[d];
+            if (s >= least && s > 0 && !(j->deleted && j->deleted[d])) {
+                OFFER(hs, hd, size, k, s, d);
+                least = size < k ? lo : fmaxf(lo, hs[0]);
+            }
+        }
+    }
+    return size;
 }
 
 /* Exact top-k of query q by exhaustive accumulation into the heap (hs, hd); returns the heap size, or -2
@@ -444,35 +454,17 @@ ALWAYS_INLINE int64_t taat_query(const job_t *j, int64_t q, taat_scratch_t *ts, 
     float tau = !bad && prefilters(k, (double)n_scan)
                     ? sampled_threshold(acc, dense ? NULL : ts->touched, n_scan, k) : 0.0f;
     if (tau > 0) { /* the prefilter: scores at or above tau first, the rest only if they are needed */
-        if (dense) {
-            for (int64_t d0 = 0; d0 < n_docs; d0 += SCAN_LANES) {
-                int64_t d1 = d0 + SCAN_LANES < n_docs ? d0 + SCAN_LANES : n_docs;
-                if (d1 - d0 == SCAN_LANES && !any_reaching(acc + d0, tau)) continue;
-                for (int64_t d = d0; d < d1; d++) {
-                    float s = acc[d];
-                    if (s >= tau && !(j->deleted && j->deleted[d])) OFFER(hs, hd, size, k, s, d);
-                }
-            }
-        } else OFFER_RANGE(tau, INFINITY)
+        if (dense) size = offer_dense(j, acc, tau, hs, hd, size);
+        else OFFER_RANGE(tau, INFINITY)
         if (size < k) OFFER_RANGE(0.0f, tau)
         if (dense) memset(acc, 0, sizeof(float) * (size_t)n_docs);
         else
             for (int64_t i = 0; i < n_touched; i++) { acc[ts->touched[i]] = 0.0f; ts->seen[ts->touched[i]] = 0; }
     } else if (dense) {
-        /* one comparison with what enters the heap (any positive score until it is full, then its least),
-         * which is false for nearly every document once the heap fills, and the clearing left to
-         * memset: testing each score for zero first mispredicted on a quarter to most of the documents and
-         * took a third of a short enwiki-100k query's time at k = 10 */
-        for (int64_t d0 = 0; d0 < n_docs; d0 += SCAN_LANES) {
-            int64_t d1 = d0 + SCAN_LANES < n_docs ? d0 + SCAN_LANES : n_docs;
-            if (d1 - d0 == SCAN_LANES && !(size < k ? any_above(acc + d0, 0.0f) : any_reaching(acc + d0, hs[0])))
-                continue;
-            for (int64_t d = d0; d < d1; d++) {
-                float s = acc[d];
-                if ((size < k ? s > 0.0f : s >= hs[0]) && !(j->deleted && j->deleted[d]))
-                    OFFER(hs, hd, size, k, s, d);
-            }
-        }
+        /* only the test of what can enter the heap, and the clearing left to memset: testing each score
+         * for zero first mispredicted on a quarter to most of the documents and took a third of a short
+         * enwiki-100k query's time at k = 10 */
+        size = offer_dense(j, acc, 0.0f, hs, hd, size);
         memset(acc, 0, sizeof(float) * (size_t)n_docs);
     } else {
         for (int64_t i = 0; i < n_touched; i++) {

@@ -176,18 +176,9 @@ def prefilter_scan(k, scanned):
     return float(scanned) if _prefilters(k, scanned) else 0.0
 
 
-# The dense scans test SCAN_LANES scores at a time with one branch-free OR (vector compares) and look at the
-# scores one by one only in the rare groups that pass (the C kernel's any_above / any_reaching).
+# The dense scans test SCAN_LANES scores at a time against the least score that can enter the full heap and
+# look at the scores one by one only in the rare groups that pass (the C kernel's offer_dense).
 SCAN_LANES = 16
-
-
-@njit(nogil=True)
-def _any_above(acc, d0, t):
-    """Some acc[d0 + r] > t, r < SCAN_LANES."""
-    any_ = False
-    for r in range(SCAN_LANES):
-        any_ |= acc[d0 + r] > t
-    return any_
 
 
 @njit(nogil=True)
@@ -197,6 +188,23 @@ def _any_reaching(acc, d0, t):
     for r in range(SCAN_LANES):
         any_ |= acc[d0 + r] >= t
     return any_
+
+
+@njit(nogil=True)
+def _offer_dense(acc, lo, deleted, has_deleted, heap_s, heap_d, size, k):
+    """Offer every score of acc that is positive, at least lo (0: no bound) and not deleted; the heap size."""
+    n_docs = len(acc)
+    for d0 in range(0, n_docs, SCAN_LANES):
+        d1 = min(d0 + SCAN_LANES, n_docs)
+        least = lo if size < k else max(lo, heap_s[0])
+        if d1 - d0 == SCAN_LANES and least > 0 and not _any_reaching(acc, d0, least):
+            continue
+        for d in range(d0, d1):
+            s = acc[d]
+            if s >= least and s > 0 and not (has_deleted and deleted[d] != 0):
+                size = _offer(heap_s, heap_d, size, k, s, d)
+                least = lo if size < k else max(lo, heap_s[0])
+    return size
 
 
 @njit(inline="always")
@@ -254,14 +262,7 @@ def _taat_query(q, offsets, weights, b_offsets, b_ids, masks, block_size, q_indp
         tau = _sampled_threshold(acc, touched, dense, n_scan, k)
     if tau > 0:
         if dense:
-            for d0 in range(0, n_docs, SCAN_LANES):
-                d1 = min(d0 + SCAN_LANES, n_docs)
-                if d1 - d0 == SCAN_LANES and not _any_reaching(acc, d0, tau):
-                    continue
-                for d in range(d0, d1):
-                    s = acc[d]
-                    if s >= tau and not (has_deleted and deleted[d] != 0):
-                        size = _offer(heap_s, heap_d, size, k, s, d)
+            size = _offer_dense(acc, tau, deleted, has_deleted, heap_s, heap_d, size, k)
         else:
             size = _offer_range(acc, touched, dense, n_scan, tau, np.inf, deleted, has_deleted, heap_s, heap_d,
                                 size, k)
@@ -275,16 +276,8 @@ def _taat_query(q, offsets, weights, b_offsets, b_ids, masks, block_size, q_indp
                 acc[touched[i]] = 0.0
                 seen[touched[i]] = 0
     elif dense:
-        # one comparison with what enters the heap, clearing afterwards (the C kernel's branch-light scan)
-        for d0 in range(0, n_docs, SCAN_LANES):
-            d1 = min(d0 + SCAN_LANES, n_docs)
-            if d1 - d0 == SCAN_LANES and not (_any_above(acc, d0, np.float32(0.0)) if size < k
-                                              else _any_reaching(acc, d0, heap_s[0])):
-                continue
-            for d in range(d0, d1):
-                s = acc[d]
-                if (s > 0 if size < k else s >= heap_s[0]) and not (has_deleted and deleted[d] != 0):
-                    size = _offer(heap_s, heap_d, size, k, s, d)
+        # only the test of what can enter the heap, clearing afterwards (as the C kernel)
+        size = _offer_dense(acc, np.float32(0.0), deleted, has_deleted, heap_s, heap_d, size, k)
         acc[:] = 0.0
     else:
         for i in range(n_touched):
