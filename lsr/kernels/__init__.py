@@ -6,10 +6,10 @@ Backends (``auto`` picks the fastest installed): ``c`` (the compiled extension `
 and ``numpy`` (the scipy oracle in :mod:`lsr.kernels.reference`, exhaustive only).
 Algorithms: ``exhaustive`` (term-at-a-time over every posting of the query's terms), ``blockmax``
 (per-block upper bounds, blocks visited by decreasing bound until none can beat the k-th score; exact;
-guarded: it hands a query to exhaustive scoring once its work reaches half of exhaustive's predicted cost,
-unless the blocks left to score cost less than that),
-and ``auto``: guarded block-max that also goes exhaustive, up front or after its seed blocks, wherever the
-cost model (lsr/kernels/cost_model.py) predicts exhaustive scoring to be cheaper.
+guarded: it goes exhaustive up front where the cost model (lsr/kernels/cost_model.py) predicts it to cost
+over 1.5x exhaustive scoring, after its seed blocks where the rest is predicted to cost more than starting
+over, and once its work reaches half of exhaustive's predicted cost unless the blocks left cost less than that),
+and ``auto``: the same, but block-max only where it is predicted cheaper than exhaustive scoring.
 Approximation knobs, all off by default: ``query_mass < 1`` is two-step search (lsr/kernels/two_step.py:
 the exact top candidates of the query's heaviest terms holding that share of its weight, rescored exactly
 with the whole query; the knob with the recall-latency curve in benchmarks/README.md); ``alpha < 1`` skips a

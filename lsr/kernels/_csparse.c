@@ -413,17 +413,19 @@ static inline int any_reaching(const float *a, float t) {   /* some a[r] >= t, r
 /* Offer every score of acc[0 .. n_docs) that is positive, at least lo (0: no bound) and not deleted; returns
  * the heap size. Past the first k offers only scores >= the heap's least can enter, so the group test
  * (skipped until then: the heap fills within the first few groups) compares with that. */
+ALWAYS_INLINE float at_least(float a, float b) { return a > b ? a : b; } /* fmaxf was a libm call per group */
+
 ALWAYS_INLINE int64_t offer_dense(const job_t *j, const float *acc, float lo, float *hs, int64_t *hd, int64_t size) {
     const int64_t n_docs = j->n_docs, k = j->k;
     for (int64_t d0 = 0; d0 < n_docs; d0 += SCAN_LANES) {
         int64_t d1 = d0 + SCAN_LANES < n_docs ? d0 + SCAN_LANES : n_docs;
-        float least = size < k ? lo : fmaxf(lo, hs[0]);
+        float least = size < k ? lo : at_least(lo, hs[0]);
         if (d1 - d0 == SCAN_LANES && least > 0 && !any_reaching(acc + d0, least)) continue;
         for (int64_t d = d0; d < d1; d++) {
             float s = acc[d];
             if (s >= least && s > 0 && !(j->deleted && j->deleted[d])) {
                 OFFER(hs, hd, size, k, s, d);
-                least = size < k ? lo : fmaxf(lo, hs[0]);
+                least = size < k ? lo : at_least(lo, hs[0]);
             }
         }
     }
@@ -555,8 +557,11 @@ static inline double scoring_cost(const double *cm, double per_block, int64_t k,
 }
 /* MODE_PURE: block-max to the end (tests); MODE_GUARDED: block-max that hands the query to exhaustive
  * scoring once its own work reaches COST_GUARD x exhaustive's predicted cost (so it costs at most about
- * 1 + COST_GUARD times exhaustive); MODE_AUTO: guarded, and after the seeds it also goes exhaustive when
- * the blocks still to score are predicted to cost more than exhaustive scoring. */
+ * 1 + COST_GUARD times exhaustive), that goes exhaustive up front when its predicted whole cost is above
+ * 1 + COST_GUARD times exhaustive's, and after the seeds when the blocks still to score are predicted to
+ * cost more than exhaustive scoring (without the predictions, long queries spent their limit on bounds
+ * and seeds and then went exhaustive: 1.5-2.3x on a third of them); MODE_AUTO: the same with no tolerance
+ * up front (block-max only where it is predicted cheaper). */
 enum { MODE_PURE, MODE_GUARDED, MODE_AUTO };
 
 typedef struct {
@@ -711,12 +716,14 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
                                 1e-9);
         /* what block-max may spend before it gives up (none of it in MODE_PURE) */
         double limit = bl->mode == MODE_PURE || isinf(cm[COST_GUARD]) ? INFINITY : cm[COST_GUARD] * t_exhaustive;
-        /* exhaustive from the start: when block-max's bounds and seeds alone would pass its limit, or (auto)
-         * when its predicted whole cost is above exhaustive scoring's */
+        /* whether the route follows the cost model's predictions (not block-max that never gives up) */
+        int predicts = bl->mode == MODE_AUTO || (bl->mode == MODE_GUARDED && !isinf(limit));
+        /* exhaustive from the start: when block-max's bounds and seeds alone would pass its limit, or when
+         * its predicted whole cost is above exhaustive scoring's (auto) or 1 + COST_GUARD times it (guarded) */
         if (t_bounds + scoring_cost(cm, per_block, k, bs, 0, (double)(n_seeds < n_blocks ? n_seeds : n_blocks)) > limit ||
-            (bl->mode == MODE_AUTO &&
+            (predicts &&
              t_bounds + scoring_cost(cm, per_block, k, bs, 0, predicted_blocks(cm, k, n_blocks, n_terms, postings)) >
-                 t_exhaustive)) {
+                 (bl->mode == MODE_AUTO ? 1.0 : 1.0 + cm[COST_GUARD]) * t_exhaustive)) {
             if (!ts.acc && taat_scratch_get(&ts, n_docs) != 0) { status = -1; break; }
             int64_t size = taat_query_called(j, q, &ts, sc.hs, sc.hd, wt);
             if (size < 0) { status = (int)size; break; }
@@ -755,8 +762,8 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
                 if (bound * bl->alpha >= threshold) { cand[n_cand].bound = bound; cand[n_cand].id = (int32_t)b; n_cand++; }
             }
         }
-        /* the candidates block-max may still score within its limit; auto also predicts how many it will
-         * score (a fitted share of the candidates) and goes exhaustive now if that costs more */
+        /* the candidates block-max may still score within its limit; auto and guarded block-max also predict
+         * how many it will score (a fitted share of the candidates) and go exhaustive now if that costs more */
         double t_sort = cm[COST_CAND_SORT] * n_cand * log2((double)(n_cand > 2 ? n_cand : 2));
         double left = limit - t_bounds - scoring_cost(cm, per_block, k, bs, 0, (double)n_seed) - t_sort;
         /* each further block at the cost of the next one (the heap's share only shrinks as it fills) */
@@ -766,7 +773,7 @@ ALWAYS_INLINE int blockmax_impl(const job_t *j, const blocks_t *bl, const wtype_
         if (budget < n_cand && t_sort + scoring_cost(cm, per_block, k, bs, (double)n_seed, (double)(n_seed + n_cand)) < t_exhaustive)
             budget = n_cand;
         int fallback = n_cand > 4 * budget; /* clearly too many: do not even sort */
-        if (bl->mode == MODE_AUTO &&
+        if (predicts &&
             t_sort + scoring_cost(cm, per_block, k, bs, (double)n_seed,
                                   (double)n_seed + cm[COST_SCORED_RATIO] * pow((double)n_cand, cm[COST_SCORED_EXPONENT])) >
                 t_exhaustive)

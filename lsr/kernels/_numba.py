@@ -462,16 +462,20 @@ def _blockmax(offsets, weights, b_offsets, b_ids, b_max, masks, anchors, dense_r
             # each term's entry of a block is a binary search whose depth grows with the collection
             per_block = max(n_terms * (cm[C_BLOCK_TERM] + cm[C_BLOCK_TERM_LOG] * np.log2(max(n_blocks, 2))), 1e-9)
             limit = np.inf if mode == MODE_PURE or np.isinf(cm[C_GUARD]) else cm[C_GUARD] * t_exhaustive
-            # exhaustive from the start: block-max's bounds and seeds alone pass its limit, or (auto) its
-            # predicted whole cost (blocks to score: a fitted power law) is above exhaustive scoring's
+            # whether the route follows the cost model's predictions (not block-max that never gives up)
+            predicts = mode == MODE_AUTO or (mode == MODE_GUARDED and not np.isinf(limit))
+            # exhaustive from the start: block-max's bounds and seeds alone pass its limit, or its predicted
+            # whole cost (blocks to score: a fitted power law) is above exhaustive scoring's (auto) or
+            # 1 + guard times it (guarded)
             lk, lb = np.log(k), np.log(max(n_blocks, 1))
             lt, lp = np.log(max(n_terms, 1)), np.log(max(postings, 1))
             blocks_guess = np.exp(cm[C_BLOCKS_CONST] + cm[C_BLOCKS_K] * lk + cm[C_BLOCKS_BLOCKS] * lb
                                   + cm[C_BLOCKS_TERMS] * lt + cm[C_BLOCKS_POSTINGS] * lp
                                   + cm[C_BLOCKS_K_BLOCKS] * lk * lb + cm[C_BLOCKS_K_TERMS] * lk * lt)
             if t_bounds + scoring_cost(cm, per_block, k, block_size, 0.0, np.float64(min(n_seeds, n_blocks))) > limit \
-                    or (mode == MODE_AUTO
-                        and t_bounds + scoring_cost(cm, per_block, k, block_size, 0.0, blocks_guess) > t_exhaustive):
+                    or (predicts
+                        and t_bounds + scoring_cost(cm, per_block, k, block_size, 0.0, blocks_guess)
+                        > (1.0 if mode == MODE_AUTO else 1.0 + cm[C_GUARD]) * t_exhaustive):
                 size = _taat_query(q, offsets, weights, b_offsets, b_ids, masks, block_size, q_indptr, q_indices,
                                    q_values, k, deleted, has_deleted, acc, seen, touched, heap_s, heap_d)
                 heap_drain(heap_s, heap_d, size, out_ids, out_scores, q, id_base)
@@ -533,7 +537,7 @@ def _blockmax(offsets, weights, b_offsets, b_ids, b_max, masks, anchors, dense_r
             fallback = n_cand > 4 * budget
             predicted = scoring_cost(cm, per_block, k, block_size, np.float64(n_seed),
                                      n_seed + cm[C_SCORED_RATIO] * np.float64(n_cand) ** cm[C_SCORED_EXPONENT])
-            if mode == MODE_AUTO and t_sort + predicted > t_exhaustive:
+            if predicts and t_sort + predicted > t_exhaustive:
                 fallback = True
             n_scored = 0
             if not fallback:

@@ -27,12 +27,14 @@ Routes (``MODE_*`` in the kernels): ``blockmax`` is *guarded*: it goes exhaustiv
 and seeds alone would cost more than ``guard`` x exhaustive, and hands the query to exhaustive scoring once
 its own work reaches that much -- unless the candidate blocks whose bound still reaches the k-th score (an
 upper bound on what is left: that score only rises) cost less than exhaustive scoring, and then it
-finishes -- so it costs at most about ``1 + guard`` times exhaustive (1.5x, plus the model's error);
-``auto`` does the same, and also goes exhaustive up front when block-max's whole predicted cost is above
+finishes -- so it costs at most about ``1 + guard`` times exhaustive (1.5x, plus the model's error); it
+also goes exhaustive up front when block-max's whole predicted cost is above ``1 + guard`` times
 exhaustive's -- the blocks it will score guessed before any bound is computed, as
 a log-linear function of ln k, ln B, ln T, ln P and the products ln k ln B, ln k ln T (``blocks_*``; the
 block-max work for a given k depends on the collection and the query length) -- and, after the seeds,
-when the candidates it is predicted to score cost more than exhaustive scoring. Every route returns the
+when the candidates it is predicted to score cost more than exhaustive scoring (without these two
+predictions a long query spent its limit on bounds and seeds and then went exhaustive anyway).
+``auto`` does the same with no tolerance up front: block-max only where it is predicted cheaper. Every route returns the
 same exact result; the model only decides the time.
 
 The constants are nanoseconds on the machine they were fitted on; only their ratios matter. They are fitted

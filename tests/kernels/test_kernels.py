@@ -160,8 +160,13 @@ def test_pure_blockmax_never_hands_over(backend):
     docs = SparseBatch.from_dicts([{0: 1.0 + i % 7, 1: 0.5 * (i % 3)} for i in range(200)], 2)
     postings = PostingArrays.from_documents(docs, block_size=4)
     queries = SparseBatch.from_dicts([{0: 1.0, 1: 2.0}, {1: 1.0}], 2)
+    # a block-max predicted to cost far more than exhaustive scoring: guarded (a limit it cannot reach) and
+    # auto go exhaustive up front on the prediction alone; with no guard block-max runs to the end
+    hopeless = CostModel(*[1.0] * 10, guard=1e9, blocks_const=50.0)
     for algorithm, cost, routes in (("blockmax", PURE_BLOCKMAX, {0}),
-                                    ("blockmax", CostModel(*[1.0] * 10, guard=0.0), {1})):
+                                    ("blockmax", CostModel(*[1.0] * 10, guard=0.0), {1}),
+                                    ("blockmax", hopeless, {1}), ("auto", hopeless, {1}),
+                                    ("blockmax", CostModel(*[1.0] * 10, guard=float("inf"), blocks_const=50.0), {0})):
         stats = np.zeros((2, 4), np.int64)
         got = topk(postings, queries, 5, None, backend, algorithm=algorithm, cost_model=cost, stats=stats)
         assert_same_hits(got, reference.topk(postings, queries, 5))
