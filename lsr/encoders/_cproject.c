@@ -14,10 +14,19 @@
  * float32 BLAS product to within float32 rounding, not bit for bit.
  *
  * The caller pads the vocabulary to a multiple of PANEL with zero columns (their maxima are ignored).
+ *
+ * max_logits_i8 is the same product over an int8 copy of the weight (one scale per term, w ~ scale * q): a
+ * quarter of the bytes to stream, which is what bounds the float32 kernel on a query's few rows (15.6 MB of
+ * SPLADE-tiny weight per call). Each panel is widened to float32 once, into a scratch panel in L1, and the
+ * float32 block kernel runs on it; the maxima are multiplied by the term's scale (positive, so the max
+ * commutes). The result is an estimate: single_text.py bounds its error and recomputes exactly, in float32,
+ * every term the bound cannot rule out.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -45,6 +54,25 @@ static void max_logits_plain(const float *x, Py_ssize_t n_tokens, Py_ssize_t hid
         }
         for (int c = 0; c < PANEL; c++) out[p * PANEL + c] = best[c];
     }
+}
+
+/* The int8 panels widened into one float32 panel: the plain and the AVX2 route share the block kernels. */
+static void widen_panel(const int8_t *panel, Py_ssize_t hidden, float *scratch) {
+    for (Py_ssize_t i = 0; i < hidden * PANEL; i++) scratch[i] = (float)panel[i];
+}
+
+static void scale_maxima(float *out, const float *scale, Py_ssize_t n) {
+    for (Py_ssize_t j = 0; j < n; j++) out[j] *= scale[j];
+}
+
+/* out[j] = scale[j] * max_t x_t . q_j over int8 panels q; scratch holds hidden * PANEL floats. */
+static void max_logits_i8_plain(const float *x, Py_ssize_t n_tokens, Py_ssize_t hidden, const int8_t *panels,
+                                const float *scale, Py_ssize_t n_panels, float *scratch, float *out) {
+    for (Py_ssize_t p = 0; p < n_panels; p++) {
+        widen_panel(panels + p * hidden * PANEL, hidden, scratch);
+        max_logits_plain(x, n_tokens, hidden, scratch, 1, out + p * PANEL);
+    }
+    scale_maxima(out, scale, n_panels * PANEL);
 }
 
 #ifdef HAVE_X86
@@ -90,6 +118,25 @@ __attribute__((target("avx2,fma"))) static void max_logits_avx2(const float *x, 
         _mm256_storeu_ps(out + p * PANEL + 16, best2);
     }
 }
+
+__attribute__((target("avx2,fma"))) static void widen_panel_avx2(const int8_t *panel, Py_ssize_t hidden,
+                                                                  float *scratch) {
+    Py_ssize_t i = 0, n = hidden * PANEL;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(scratch + i, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(panel + i)))));
+    for (; i < n; i++) scratch[i] = (float)panel[i];
+}
+
+__attribute__((target("avx2,fma"))) static void max_logits_i8_avx2(const float *x, Py_ssize_t n_tokens,
+                                                                    Py_ssize_t hidden, const int8_t *panels,
+                                                                    const float *scale, Py_ssize_t n_panels,
+                                                                    float *scratch, float *out) {
+    for (Py_ssize_t p = 0; p < n_panels; p++) {
+        widen_panel_avx2(panels + p * hidden * PANEL, hidden, scratch);
+        max_logits_avx2(x, n_tokens, hidden, scratch, 1, out + p * PANEL);
+    }
+    scale_maxima(out, scale, n_panels * PANEL);
+}
 #endif
 
 static int use_avx2(void) {
@@ -105,15 +152,20 @@ static int use_avx2(void) {
 #endif
 }
 
-static int get_f32(PyObject *obj, Py_buffer *view, int writable, const char *name) {
+/* A C-contiguous buffer of one item type ("f" float32, "b" int8), or -1 with a ValueError naming it. */
+static int get_typed(PyObject *obj, Py_buffer *view, int writable, const char *format, const char *name) {
     if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
         return -1;
-    if (view->itemsize != 4 || view->format == NULL || strcmp(view->format, "f") != 0) {
+    if (view->format == NULL || strcmp(view->format, format) != 0) {
         PyBuffer_Release(view);
-        PyErr_Format(PyExc_ValueError, "%s must be contiguous float32", name);
+        PyErr_Format(PyExc_ValueError, "%s must be contiguous %s", name, format[0] == 'f' ? "float32" : "int8");
         return -1;
     }
     return 0;
+}
+
+static int get_f32(PyObject *obj, Py_buffer *view, int writable, const char *name) {
+    return get_typed(obj, view, writable, "f", name);
 }
 
 /* max_logits(x, panels, out, n_tokens, hidden, n_panels, isa) with isa "auto" or "plain" */
@@ -160,11 +212,60 @@ static PyObject *py_max_logits(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* max_logits_i8(x, panels, scale, out, n_tokens, hidden, n_panels, isa): out[j] = scale[j] * max_t x_t . q_j */
+static PyObject *py_max_logits_i8(PyObject *self, PyObject *args) {
+    PyObject *xo, *po, *so, *oo;
+    Py_ssize_t n_tokens, hidden, n_panels;
+    const char *isa;
+    if (!PyArg_ParseTuple(args, "OOOOnnns", &xo, &po, &so, &oo, &n_tokens, &hidden, &n_panels, &isa)) return NULL;
+    if (n_tokens < 0 || hidden < 1 || n_panels < 0) {
+        PyErr_SetString(PyExc_ValueError, "n_tokens >= 0, hidden >= 1 and n_panels >= 0, please");
+        return NULL;
+    }
+    Py_buffer x, panels, scale, out;
+    if (get_f32(xo, &x, 0, "x")) return NULL;
+    if (get_typed(po, &panels, 0, "b", "panels")) goto release_x;
+    if (get_f32(so, &scale, 0, "scale")) goto release_panels;
+    if (get_f32(oo, &out, 1, "out")) goto release_scale;
+    int ok = x.len >= n_tokens * hidden * 4 && panels.len >= n_panels * hidden * PANEL &&
+             scale.len >= n_panels * PANEL * 4 && out.len >= n_panels * PANEL * 4;
+    float *scratch = ok ? malloc(sizeof(float) * hidden * PANEL) : NULL;
+    if (ok && scratch == NULL) {
+        PyErr_NoMemory();
+    } else if (ok) {
+        int avx2 = strcmp(isa, "plain") != 0 && use_avx2();
+        Py_BEGIN_ALLOW_THREADS
+#ifdef HAVE_X86
+        if (avx2)
+            max_logits_i8_avx2(x.buf, n_tokens, hidden, panels.buf, scale.buf, n_panels, scratch, out.buf);
+        else
+#endif
+            max_logits_i8_plain(x.buf, n_tokens, hidden, panels.buf, scale.buf, n_panels, scratch, out.buf);
+        Py_END_ALLOW_THREADS
+        (void)avx2;
+    } else {
+        PyErr_SetString(PyExc_ValueError, "x, panels, scale or out is shorter than the sizes say");
+    }
+    free(scratch);
+    PyBuffer_Release(&out);
+release_scale:
+    PyBuffer_Release(&scale);
+release_panels:
+    PyBuffer_Release(&panels);
+release_x:
+    PyBuffer_Release(&x);
+    if (PyErr_Occurred()) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_has_avx2(PyObject *self, PyObject *args) { return PyBool_FromLong(use_avx2()); }
 
 static PyMethodDef methods[] = {
     {"max_logits", py_max_logits, METH_VARARGS,
      "max_logits(x, panels, out, n_tokens, hidden, n_panels, isa) -> None: out[j] = max_t x_t . w_j"},
+    {"max_logits_i8", py_max_logits_i8, METH_VARARGS,
+     "max_logits_i8(x, panels, scale, out, n_tokens, hidden, n_panels, isa) -> None: "
+     "out[j] = scale[j] * max_t x_t . q_j over int8 panels"},
     {"has_avx2", py_has_avx2, METH_NOARGS, "whether the AVX2+FMA kernel runs on this CPU"},
     {NULL, NULL, 0, NULL},
 };

@@ -26,12 +26,56 @@ def test_panel_kernel_equals_the_float64_product(tokens, hidden, dim, isa, seed)
     weight = torch.from_numpy(rng.normal(0, 0.5, (dim, hidden)).astype(np.float32))
     bias = torch.from_numpy(rng.normal(0, 1, dim).astype(np.float32))
     x = torch.from_numpy(rng.normal(0, 2, (tokens, hidden)).astype(np.float32))
-    panels = PanelProjection(weight, bias, cproject)
+    panels = PanelProjection(weight, bias, cproject, screen=False)
     panels._run = lambda x, first, last, out: cproject.max_logits(  # the ISA under test
         x, panels.panels[first:last], out[first * 24 : last * 24], len(x), hidden, last - first, isa)
     got = panels.max_logits(x)
     expected = (x.double() @ weight.double().T).amax(0) + bias.double() if tokens else torch.full((dim,), -np.inf)
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-4 * max(1, hidden) ** 0.5)
+
+
+@given(tokens=st.integers(0, 11), hidden=st.integers(1, 40), dim=st.integers(1, 100),
+       isa=st.sampled_from(["auto", "plain"]), near=st.sampled_from([0.0, 1e-6, 1e-4, 1e-2]),
+       zero_rows=st.booleans(), seed=st.integers(0, 2**16))
+@settings(max_examples=300, deadline=None)
+def test_int8_screen_keeps_every_positive_logit_exact(tokens, hidden, dim, isa, near, zero_rows, seed):
+    """The int8 kernel against a float64 product, and the screen's exactness: the bias is set so that most
+    logits land within ``near`` of 0 (the hardest case for a screen), and every logit the float64 product
+    finds positive must come out exact, every one it finds negative at <= 0; wide-range rows and zero rows
+    too."""
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(0, 0.5, (dim, hidden)) * np.exp(rng.uniform(-8, 3, (dim, 1)))  # rows of every magnitude
+    if zero_rows:
+        weight[rng.random(dim) < 0.3] = 0
+    weight = torch.from_numpy(weight.astype(np.float32))
+    x = torch.from_numpy(rng.normal(0, 2, (tokens, hidden)).astype(np.float32))
+    products = (x.double() @ weight.double().T).amax(0) if tokens else torch.zeros(dim, dtype=torch.float64)
+    bias = torch.from_numpy((-products.numpy() + rng.uniform(-near, near, dim)).astype(np.float32))
+    screened = PanelProjection(weight, bias, cproject)
+    expected = (products + bias.double()).numpy() if tokens else np.full(dim, -np.inf)
+
+    estimate = np.empty(screened.n_panels * 24, np.float32)  # the int8 kernel alone, against its own product
+    cproject.max_logits_i8(x.numpy(), screened.panels, screened.scale, estimate, tokens, hidden,
+                           screened.n_panels, isa)
+    if tokens:
+        q = screened.panels.transpose(0, 2, 1).reshape(-1, hidden)[:dim].astype(np.float64)
+        own = (x.double().numpy() @ q.T).max(0) * screened.scale[:dim]
+        np.testing.assert_allclose(estimate[:dim], own, rtol=1e-5, atol=1e-4 * np.abs(own).max() + 1e-30)
+
+    got = screened.max_logits(x)
+    scale = 1e-6 * (np.abs(x.double().numpy()).sum() * np.abs(weight.double().numpy()).max() + 1)  # rounding room
+    positive, negative = expected > scale, expected < -scale
+    np.testing.assert_allclose(got[positive], expected[positive], rtol=1e-5, atol=scale)
+    assert (got[negative] <= 0).all()
+    assert (got[~positive & ~negative] <= scale).all()
+
+
+def test_the_int8_kernel_rejects_bad_buffers():
+    x, scale, out = np.zeros((2, 8), np.float32), np.ones(24, np.float32), np.zeros(24, np.float32)
+    with pytest.raises(ValueError, match="shorter"):
+        cproject.max_logits_i8(x, np.zeros((1, 8, 24), np.int8), scale, out, 3, 8, 1, "auto")
+    with pytest.raises(ValueError, match="int8"):
+        cproject.max_logits_i8(x, np.zeros((1, 8, 24), np.float32), scale, out, 2, 8, 1, "auto")
 
 
 def test_the_kernel_rejects_short_buffers():
