@@ -17,7 +17,8 @@ Seeded samples: ``--n`` enwiki-2015 passages and ``--n`` SciFact documents (``ti
 capped at AVX2 (``ONEDNN_MAX_CPU_ISA``, ``ATEN_CPU_CAPABILITY``, ``MKL_ENABLE_INSTRUCTIONS``), which also
 switches lsr's bfloat16 screen off. Rows whose bfloat16 products would be emulated (no fast bfloat16, native
 or capped) are not run. Results go to ``results/encode-bf16.json`` (a run with fast bfloat16) or
-``results/encode-avx2.json``; the README shows both.
+``results/encode-avx2-<vendor>.json`` (one per CPU vendor: AVX2-only runs differ most between them); the
+README shows every file.
 Each timing is the best of ``--repeats`` interleaved runs (other jobs may share the machine: the load average
 and this process's share of its threads' CPU time are recorded with every row). Exactness is measured against
 sentence-transformers on every dimension but the special tokens', which lsr zeroes on purpose.
@@ -322,7 +323,7 @@ def table(report: dict) -> str:
 def write_readme() -> None:
     from tables import replace_section
 
-    """Every results/encode-*.json (a run with fast bfloat16, an AVX2-only one), fast bfloat16 first."""
+    """Every results/encode-*.json (a run with fast bfloat16, AVX2-only ones), fast bfloat16 first."""
     reports = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("encode-*.json"), reverse=True)]
     replace_section(README, "encode", "\n".join(table(r) for r in reports),
                     "## Encoding\n\n`python benchmarks/encode.py`: see its docstring for what is measured. CPU "
@@ -365,7 +366,8 @@ def main() -> None:
         report["queries"] = query_latency(folder, st, args.threads, args.query_latency)
     RESULTS.mkdir(exist_ok=True)
     kind = "bf16" if report["machine"]["fast_bfloat16"] else "avx2"
-    (RESULTS / f"encode-{kind}.json").write_text(json.dumps(report, indent=2) + "\n")
+    vendor = "amd" if "AMD" in report["machine"]["cpu"] else "intel" if "Intel" in report["machine"]["cpu"] else "cpu"
+    (RESULTS / f"encode-{kind}-{vendor}.json").write_text(json.dumps(report, indent=2) + "\n")
     write_readme()
     print(table(report))
 
