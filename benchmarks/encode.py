@@ -6,8 +6,9 @@ Seeded samples: ``--n`` enwiki-2015 passages and ``--n`` SciFact documents (``ti
 256 tokens, SPLADE-tiny from lsr's model cache, ``--threads`` torch threads for everyone. Rows:
 - sentence-transformers ``SparseEncoder.encode_document`` (its batch size tuned on the first 200 texts);
 - lsr through the model's full logits (the route of unknown architectures, and lsr's encoder before the
-  fused projection), the fused float32 projection without and with the exact bfloat16 screen (the default
-  where bfloat16 is native), ``dtype="bfloat16"`` and the opt-in ``dtype="int8"``;
+  fused projection), the fused float32 projection without a screen, with the exact int8 screen (the default
+  where bfloat16 is not native) and with the exact bfloat16 screen (the default where it is),
+  ``dtype="bfloat16"`` and the opt-in ``dtype="int8"`` (dynamic quantisation, approximate);
 - ``lsr encode`` (``encode_corpus``) of an enwiki sample as one process with ``--threads`` threads against
   ``--threads`` worker processes of one thread each, with and without the workers' start-up.
 - one query per call (the service's case): p50/p99 ms of lsr and of sentence-transformers' ``encode_query`` on
@@ -136,11 +137,13 @@ def encoders(folder: str, threads: int) -> dict:
             encoder._projection = VocabProjection(decoder.weight, decoder.bias, screen=False)
         elif route == "fused float32 + bf16 screen":
             encoder._projection = VocabProjection(decoder.weight, decoder.bias, screen=True)
+        elif route == "fused float32 + int8 screen":
+            encoder._projection = VocabProjection(decoder.weight, decoder.bias, screen="int8")
         return lambda texts: dense(encoder.encode_documents(texts))
 
     from lsr.encoders.pooling import fast_bfloat16
 
-    routes = ["full logits", "fused float32", "int8"]
+    routes = ["full logits", "fused float32", "fused float32 + int8 screen", "int8"]
     if fast_bfloat16(torch.device("cpu")):  # elsewhere bfloat16 products are emulated, ~25x slower than float32
         routes += ["fused float32 + bf16 screen", "bfloat16"]
     rows = {"sentence-transformers": None}

@@ -139,6 +139,80 @@ __attribute__((target("avx2,fma"))) static void max_logits_i8_avx2(const float *
 }
 #endif
 
+/* ---- The batched int8 screen (pooling.py): per text and term, max over the text's rows of the integer dot
+ * product of u8 token states (x + 128, x quantised to [-127, 127]) with 7-bit term rows q ([-63, 63]).
+ * AVX2 multiplies 32 byte pairs per vpmaddubsw: pairs sum to at most 2 * 255 * 63 = 32130, inside int16, so
+ * nothing saturates and the sums are exact integers. Layout: term panels of SCREEN_TERMS terms, each
+ * (hidden / 4) groups of SCREEN_TERMS x 4 bytes (4 consecutive dimensions of each term), so one 32-byte load
+ * holds 8 terms x 4 dimensions and a broadcast of 4 bytes of a row meets all 8 terms. ---- */
+#define SCREEN_TERMS 8
+#define SCREEN_ROWS 4
+
+static void screen_i8_plain(const uint8_t *x, const int64_t *offsets, Py_ssize_t n_texts, Py_ssize_t hidden4,
+                            const int8_t *panels, Py_ssize_t n_panels, Py_ssize_t first, Py_ssize_t last,
+                            int32_t *out) {
+    Py_ssize_t width = n_panels * SCREEN_TERMS, stride = hidden4 * 4;
+    for (Py_ssize_t p = first; p < last; p++) {
+        const int8_t *panel = panels + p * hidden4 * SCREEN_TERMS * 4;
+        for (Py_ssize_t t = 0; t < n_texts; t++) {
+            int32_t best[SCREEN_TERMS];
+            for (int c = 0; c < SCREEN_TERMS; c++) best[c] = INT32_MIN;
+            for (int64_t r = offsets[t]; r < offsets[t + 1]; r++) {
+                int32_t acc[SCREEN_TERMS] = {0};
+                for (Py_ssize_t g = 0; g < hidden4; g++)
+                    for (int c = 0; c < SCREEN_TERMS; c++)
+                        for (int i = 0; i < 4; i++)
+                            acc[c] += (int32_t)x[r * stride + g * 4 + i] * panel[(g * SCREEN_TERMS + c) * 4 + i];
+                for (int c = 0; c < SCREEN_TERMS; c++) best[c] = acc[c] > best[c] ? acc[c] : best[c];
+            }
+            memcpy(out + t * width + p * SCREEN_TERMS, best, sizeof best);
+        }
+    }
+}
+
+#ifdef HAVE_X86
+__attribute__((target("avx2"), always_inline)) static inline __m256i screen_block(
+    const uint8_t *x, Py_ssize_t stride, Py_ssize_t hidden4, const int8_t *panel, int nr, __m256i best) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i acc[SCREEN_ROWS];
+    for (int i = 0; i < nr; i++) acc[i] = _mm256_setzero_si256();
+    for (Py_ssize_t g = 0; g < hidden4; g++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(panel + g * SCREEN_TERMS * 4));
+        for (int i = 0; i < nr; i++) {
+            int32_t four;
+            memcpy(&four, x + i * stride + g * 4, 4);
+            __m256i pairs = _mm256_maddubs_epi16(_mm256_set1_epi32(four), q);
+            acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(pairs, ones));
+        }
+    }
+    for (int i = 0; i < nr; i++) best = _mm256_max_epi32(best, acc[i]);
+    return best;
+}
+
+__attribute__((target("avx2"))) static void screen_i8_avx2(const uint8_t *x, const int64_t *offsets,
+                                                            Py_ssize_t n_texts, Py_ssize_t hidden4,
+                                                            const int8_t *panels, Py_ssize_t n_panels,
+                                                            Py_ssize_t first, Py_ssize_t last, int32_t *out) {
+    Py_ssize_t width = n_panels * SCREEN_TERMS, stride = hidden4 * 4;
+    for (Py_ssize_t p = first; p < last; p++) {
+        const int8_t *panel = panels + p * hidden4 * SCREEN_TERMS * 4;
+        for (Py_ssize_t t = 0; t < n_texts; t++) {
+            __m256i best = _mm256_set1_epi32(INT32_MIN);
+            int64_t r = offsets[t], end = offsets[t + 1];
+            for (; r + SCREEN_ROWS <= end; r += SCREEN_ROWS)
+                best = screen_block(x + r * stride, stride, hidden4, panel, SCREEN_ROWS, best);
+            switch (end - r) { /* the last 1-3 rows, each count its own inlined copy */
+            case 3: best = screen_block(x + r * stride, stride, hidden4, panel, 3, best); break;
+            case 2: best = screen_block(x + r * stride, stride, hidden4, panel, 2, best); break;
+            case 1: best = screen_block(x + r * stride, stride, hidden4, panel, 1, best); break;
+            default: break;
+            }
+            _mm256_storeu_si256((__m256i *)(out + t * width + p * SCREEN_TERMS), best);
+        }
+    }
+}
+#endif
+
 static int use_avx2(void) {
 #ifdef HAVE_X86
     static int known = -1;
@@ -152,13 +226,26 @@ static int use_avx2(void) {
 #endif
 }
 
-/* A C-contiguous buffer of one item type ("f" float32, "b" int8), or -1 with a ValueError naming it. */
+static const char *type_name(const char *format) {
+    switch (format[0]) {
+    case 'f': return "float32";
+    case 'b': return "int8";
+    case 'B': return "uint8";
+    case 'i': return "int32";
+    default: return "int64";
+    }
+}
+
+/* A C-contiguous buffer of one item type ("f" float32, "b" int8, "B" uint8, "i" int32, "l" / "q" int64: both
+ * spellings of int64 are taken for "l"), or -1 with a ValueError naming it. */
 static int get_typed(PyObject *obj, Py_buffer *view, int writable, const char *format, const char *name) {
     if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
         return -1;
-    if (view->format == NULL || strcmp(view->format, format) != 0) {
+    int int64 = format[0] == 'l' && view->itemsize == 8 && view->format != NULL &&
+                (strcmp(view->format, "l") == 0 || strcmp(view->format, "q") == 0);
+    if (!int64 && (view->format == NULL || strcmp(view->format, format) != 0)) {
         PyBuffer_Release(view);
-        PyErr_Format(PyExc_ValueError, "%s must be contiguous %s", name, format[0] == 'f' ? "float32" : "int8");
+        PyErr_Format(PyExc_ValueError, "%s must be contiguous %s", name, type_name(format));
         return -1;
     }
     return 0;
@@ -258,6 +345,55 @@ release_x:
     Py_RETURN_NONE;
 }
 
+/* screen_i8(x, offsets, panels, out, n_texts, hidden4, n_panels, first, last, isa): for the terms of panels
+ * [first, last), out[t][j] = max over rows r of text t (offsets[t] <= r < offsets[t + 1]) of
+ * sum_k x[r][k] * q_j[k]; INT32_MIN for a text without rows. Callers split the panels over threads. */
+static PyObject *py_screen_i8(PyObject *self, PyObject *args) {
+    PyObject *xo, *fo, *po, *oo;
+    Py_ssize_t n_texts, hidden4, n_panels, first, last;
+    const char *isa;
+    if (!PyArg_ParseTuple(args, "OOOOnnnnns", &xo, &fo, &po, &oo, &n_texts, &hidden4, &n_panels, &first, &last,
+                          &isa))
+        return NULL;
+    if (n_texts < 0 || hidden4 < 1 || n_panels < 0 || first < 0 || last < first || last > n_panels) {
+        PyErr_SetString(PyExc_ValueError, "n_texts >= 0, hidden4 >= 1 and 0 <= first <= last <= n_panels, please");
+        return NULL;
+    }
+    Py_buffer x, offsets, panels, out;
+    if (get_typed(xo, &x, 0, "B", "x")) return NULL;
+    if (get_typed(fo, &offsets, 0, "l", "offsets")) goto release_x;
+    if (get_typed(po, &panels, 0, "b", "panels")) goto release_offsets;
+    if (get_typed(oo, &out, 1, "i", "out")) goto release_panels;
+    const int64_t *off = offsets.buf;
+    int ok = offsets.len >= (n_texts + 1) * 8 && panels.len >= n_panels * hidden4 * SCREEN_TERMS * 4 &&
+             out.len >= n_texts * n_panels * SCREEN_TERMS * 4 && (n_texts == 0 || off[0] >= 0);
+    for (Py_ssize_t t = 0; ok && t < n_texts; t++) ok = off[t + 1] >= off[t];
+    ok = ok && (n_texts == 0 || off[n_texts] * hidden4 * 4 <= x.len);
+    if (ok) {
+        int avx2 = strcmp(isa, "plain") != 0 && use_avx2();
+        Py_BEGIN_ALLOW_THREADS
+#ifdef HAVE_X86
+        if (avx2)
+            screen_i8_avx2(x.buf, off, n_texts, hidden4, panels.buf, n_panels, first, last, out.buf);
+        else
+#endif
+            screen_i8_plain(x.buf, off, n_texts, hidden4, panels.buf, n_panels, first, last, out.buf);
+        Py_END_ALLOW_THREADS
+        (void)avx2;
+    } else {
+        PyErr_SetString(PyExc_ValueError, "x, offsets, panels or out is shorter than the sizes say");
+    }
+    PyBuffer_Release(&out);
+release_panels:
+    PyBuffer_Release(&panels);
+release_offsets:
+    PyBuffer_Release(&offsets);
+release_x:
+    PyBuffer_Release(&x);
+    if (PyErr_Occurred()) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_has_avx2(PyObject *self, PyObject *args) { return PyBool_FromLong(use_avx2()); }
 
 static PyMethodDef methods[] = {
@@ -266,6 +402,9 @@ static PyMethodDef methods[] = {
     {"max_logits_i8", py_max_logits_i8, METH_VARARGS,
      "max_logits_i8(x, panels, scale, out, n_tokens, hidden, n_panels, isa) -> None: "
      "out[j] = scale[j] * max_t x_t . q_j over int8 panels"},
+    {"screen_i8", py_screen_i8, METH_VARARGS,
+     "screen_i8(x, offsets, panels, out, n_texts, hidden4, n_panels, first, last, isa) -> None: per text, max over its rows of "
+     "the integer products of u8 rows and int8 term panels"},
     {"has_avx2", py_has_avx2, METH_NOARGS, "whether the AVX2+FMA kernel runs on this CPU"},
     {NULL, NULL, 0, NULL},
 };

@@ -7,10 +7,11 @@ columns, small enough to stay in the L2 cache), keeping only the running max. Fo
 SPLADE-tiny nearly all encoding time is that projection, and writing and rereading the logits tensor
 (tokens x 30,522 floats) costs more than the multiplication itself.
 
-On CPUs with fast bfloat16 products (AMX, AVX-512 BF16) the float32 route is also *screened*: a bfloat16
+The float32 route is also *screened*: on CPUs with fast bfloat16 products (AMX, AVX-512 BF16) a bfloat16
 product, with the bias raised by a bound on its rounding error, finds the terms that cannot be positive (99%
 of the vocabulary for a SPLADE passage); those get weight 0, which is what float32 gives them, and only the
-others are multiplied out in float32. The vectors are those of the plain float32 route.
+others are multiplied out in float32. Elsewhere an integer product (:mod:`lsr.encoders.int8_screen`, AVX2)
+does the same with its own bound. The vectors are those of the plain float32 route.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Sequence
 from itertools import accumulate
 
 import torch
+
+from lsr.encoders.int8_screen import Int8Screen, int8_kernel_available
 
 __all__ = ["splade_pool", "dense_to_sparse_batch", "VocabProjection", "projected_max", "projected_splade",
            "activate", "fast_bfloat16"]
@@ -64,12 +67,29 @@ def _isa_cap_allows_bfloat16(cap: str) -> bool:
     return cap in ("", "ALL", "DEFAULT") or any(part in cap for part in ("BF16", "AMX", "FP16", "AVX10"))
 
 
+def _screen_kind(screen: bool | str | None, dtype: torch.dtype, device: torch.device) -> str | None:
+    """Which exact screen a float32 projection runs: ``"bfloat16"`` where bfloat16 products are native (or when
+    asked with True), else ``"int8"`` where the C kernel is built (CPU), else None; False: none."""
+    if dtype != torch.float32 or screen is False:
+        return None
+    if screen is True or screen == "bfloat16" or (screen is None and fast_bfloat16(device)):
+        return "bfloat16"
+    if screen not in (None, "int8"):
+        raise ValueError(f"screen must be None, True, False, 'bfloat16' or 'int8', got {screen!r}")
+    if device.type != "cpu" or not int8_kernel_available():
+        if screen == "int8":
+            raise ValueError("the int8 screen needs the C extension lsr.encoders._cproject and a CPU tensor")
+        return None
+    return "int8"
+
+
 class VocabProjection:
     """The output projection ``x @ weight.T + bias``, its weight transposed once into contiguous column chunks.
 
     ``dtype=torch.bfloat16`` keeps the chunks (and the bias, which then goes into the product) in bfloat16:
     several times faster on CPUs with AMX or AVX-512 BF16, at a cosine of about 0.99998 to float32.
-    ``screen`` (float32 only; default: where bfloat16 is fast) adds the exact bfloat16 screen.
+    ``screen`` (float32 only) adds an exact screen: ``"bfloat16"`` (default where bfloat16 is fast) or
+    ``"int8"`` (default elsewhere, where the C kernel is built; :mod:`lsr.encoders.int8_screen`); False: none.
     ``dtype=torch.qint8``: int8 weights, activations quantised per product with their own scale (approximate,
     opt-in; a text's vector then depends a little on the texts batched with it).
     """
@@ -80,8 +100,8 @@ class VocabProjection:
         self.dim, hidden = (int(n) for n in weight.shape)
         self.dtype = dtype
         self.bias = torch.zeros(self.dim, device=weight.device) if bias is None else bias.detach().float()
-        self.screen = dtype == torch.float32 and (fast_bfloat16(weight.device) if screen is None else screen)
-        tiled = torch.bfloat16 if self.screen else dtype
+        self.screen = _screen_kind(screen, dtype, weight.device)
+        tiled = torch.bfloat16 if self.screen == "bfloat16" else dtype
         chunk = chunk or (1024 if tiled == torch.bfloat16 else 2048)  # measured fastest (SPLADE-tiny, 2 cores)
         self.bounds = [(start, min(start + chunk, self.dim)) for start in range(0, self.dim, chunk)]
         if dtype == torch.qint8:  # each chunk a dynamically quantised Linear (int8 weight, bias inside)
@@ -99,13 +119,15 @@ class VocabProjection:
             gamma = (hidden + 1) * 2.0**-24
             self.error_per_norm = 1.01 * (2 * _U + _U**2 + 2 * gamma * (1 + _U) ** 2)
             self.weight_norms = torch.linalg.vector_norm(self.weight, dim=1)
+        if self.screen == "int8":
+            self.int8 = Int8Screen(self.weight, self.bias)
 
 
 def projected_max(hidden: torch.Tensor, lengths: Sequence[int], projection: VocabProjection,
                   tile_rows: int = 256) -> torch.Tensor:
     """Packed ``(sum(lengths), hidden)`` token states of consecutive texts -> ``(len(lengths), vocab)`` max
     logits, i.e. ``max over each text's rows of (hidden @ weight.T + bias)``, before the activation (a text
-    without rows gets -inf). A float32 projection is computed unscreened.
+    without rows gets -inf). A float32 projection is computed unscreened (the screens only decide zeros).
 
     float32: the bias is added after the max, which is exact (rounding is monotone, so max(fl(a + b)) =
     fl(max(a) + b)) and saves one addition per token and term. bfloat16: the bias goes into the product, and
@@ -116,7 +138,7 @@ def projected_max(hidden: torch.Tensor, lengths: Sequence[int], projection: Voca
     if projection.dtype == torch.bfloat16:
         bits = _tiled_max(hidden, lengths, projection.chunks, projection.bias_chunks, projection, tile_rows)
         return bits.clamp_(min=0).view(torch.bfloat16).float()  # negative maxima (activated to 0 anyway) as 0
-    if projection.screen:  # its chunks are bfloat16: the plain float32 product, for reference and tests
+    if projection.screen == "bfloat16":  # its chunks are bfloat16: the plain float32 product, for reference and tests
         projection = VocabProjection(projection.weight, projection.bias, screen=False)
     out = _tiled_max(hidden, lengths, projection.chunks, None, projection, tile_rows)
     return out.add_(projection.bias)
@@ -128,6 +150,9 @@ def projected_splade(hidden: torch.Tensor, lengths: Sequence[int], projection: V
     where the projection says so. ``tile_rows`` defaults to what measured fastest for its products."""
     if not projection.screen:
         return activate(projected_max(hidden, lengths, projection, tile_rows or _TILE_ROWS[projection.dtype]))
+    if projection.screen == "int8":
+        hidden = hidden.float()
+        return _exact_where(hidden, lengths, projection, projection.int8.candidates(hidden, lengths))
     # The screen: per text and term, max over rows of bf16(x) @ bf16(w_j) + raised_bias_j, with the bias raised by
     # the most that product can fall below the float32 one. Where that max is <= 0 the float32 logit + bias is
     # <= 0 too, so the weight is exactly 0; only the rest (about 1% for SPLADE) is multiplied in float32.
@@ -137,10 +162,16 @@ def projected_splade(hidden: torch.Tensor, lengths: Sequence[int], projection: V
     raised += raised.abs() * (2 * _U)  # so that rounding to bfloat16 (half a unit, <= u |x|) cannot lower it
     bias_chunks = [raised[a:b].bfloat16() for a, b in projection.bounds]
     bits = _tiled_max(hidden, lengths, projection.chunks, bias_chunks, projection, tile_rows or 512)
+    return _exact_where(hidden, lengths, projection, bits >= 0)  # sign bit clear: +0 or positive, maybe non-zero
+
+
+def _exact_where(hidden: torch.Tensor, lengths: Sequence[int], projection: VocabProjection,
+                 candidates: torch.Tensor) -> torch.Tensor:
+    """SPLADE weights computed in float32 for the ``(texts, vocab)`` ``candidates`` of a screen, 0 elsewhere."""
     out = torch.zeros((len(lengths), projection.dim), device=hidden.device)
     rows = list(accumulate(lengths, initial=0))
-    for text, candidates in enumerate(bits >= 0):  # sign bit clear: +0 or positive, possibly non-zero
-        terms = candidates.nonzero().squeeze(1)
+    for text, possible in enumerate(candidates):
+        terms = possible.nonzero().squeeze(1)
         if len(terms) and rows[text + 1] > rows[text]:
             logits = torch.mm(hidden[rows[text]:rows[text + 1]], projection.weight[terms].t()).amax(dim=0)
             out[text, terms] = activate(logits.add_(projection.bias[terms]))

@@ -95,9 +95,11 @@ class SpladeEncoder:
             return "bfloat16 (whole model; approximate)"
         if self.dtype == "int8":
             return "int8 dynamic quantisation (approximate, opt-in)"
-        if self._projection.screen:
+        if self._projection.screen == "bfloat16":
             return "fused float32 + exact bfloat16 screen (fast bfloat16 on this CPU)"
-        return "fused float32 (no exact bfloat16 screen: no fast bfloat16 on this CPU)"
+        if self._projection.screen == "int8":
+            return "fused float32 + exact int8 screen (no fast bfloat16 on this CPU)"
+        return "fused float32 (no exact screen: no fast bfloat16 on this CPU and no C kernel)"
 
     def config(self) -> dict[str, Any]:
         config = {"type": self.kind, "model": self.model_spec, "max_length": self.max_length,

@@ -136,7 +136,9 @@ def test_fused_projection_is_used_and_equals_the_reference(tiny_model):
 def test_route_names_what_the_encoder_does(tiny_model, monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # an ordinary CPU, whatever this one has
     encoder = SpladeEncoder(str(tiny_model), max_length=64)
-    assert not encoder._projection.screen and encoder.route.startswith("fused float32 (no exact bfloat16 screen")
+    assert encoder._projection.screen == "int8" and encoder.route.startswith("fused float32 + exact int8 screen")
+    encoder._projection = VocabProjection(encoder.model.get_output_embeddings().weight, None, screen=False)
+    assert encoder.route.startswith("fused float32 (no exact screen")
     encoder._projection = None
     assert encoder.route.startswith("full logits")
     assert SpladeEncoder(str(tiny_model), max_length=64, dtype="bfloat16").route.startswith("bfloat16")
@@ -193,6 +195,53 @@ def test_the_bfloat16_screen_changes_no_weight(lengths, hidden_size, shift, seed
     torch.testing.assert_close(got, plain, rtol=1e-5, atol=1e-5)
     clear = plain.abs() > 1e-5  # a weight within rounding of 0 may be +0 or tiny in either route
     assert torch.equal((got > 0)[clear], (plain > 0)[clear])
+
+
+@given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=8), hidden_size=st.sampled_from([5, 8, 64]),
+       shift=st.floats(-3, 3), spread=st.floats(0, 6), seed=st.integers(0, 2**16))
+def test_the_int8_screen_changes_no_weight(lengths, hidden_size, shift, spread, seed):
+    """As the bfloat16 screen: the int8-screened route gives the plain float32 weights, with hidden sizes that
+    are not a multiple of 4 (padding), texts without tokens, rows and token states of very different
+    magnitudes (``spread``) and any share of terms near zero (``shift``)."""
+    generator = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(sum(lengths), hidden_size, generator=generator) * 3
+    hidden *= torch.exp(torch.rand(len(hidden), 1, generator=generator) * spread - spread / 2)
+    weight = torch.randn(300, hidden_size, generator=generator) / hidden_size**0.5
+    weight *= torch.exp(torch.rand(300, 1, generator=generator) * spread - spread / 2)
+    weight[::37] = 0  # zero rows
+    bias = torch.randn(300, generator=generator) + shift
+    plain = projected_splade(hidden, lengths, VocabProjection(weight, bias, screen=False))
+    screened = VocabProjection(weight, bias, screen="int8")
+    got = projected_splade(hidden, lengths, screened)
+    torch.testing.assert_close(got, plain, rtol=1e-5, atol=1e-5)
+    clear = plain.abs() > 1e-5
+    assert torch.equal((got > 0)[clear], (plain > 0)[clear])
+
+
+@given(lengths=st.lists(st.integers(0, 9), min_size=1, max_size=5), hidden4=st.integers(1, 6),
+       n_terms=st.integers(1, 30), isa=st.sampled_from(["auto", "plain"]), seed=st.integers(0, 2**16))
+def test_the_int8_screen_kernel_equals_the_integer_product(lengths, hidden4, n_terms, isa, seed):
+    """screen_i8 against numpy's int64 product: every row count (blocks of 4 and the 1-3 left), extreme bytes,
+    a panel range that leaves the other columns untouched."""
+    cproject = pytest.importorskip("lsr.encoders._cproject")
+    rng = np.random.default_rng(seed)
+    x = rng.choice(np.array([0, 1, 127, 128, 254, 255], np.uint8), (sum(lengths), hidden4 * 4))
+    q = rng.integers(-63, 64, (n_terms, hidden4 * 4)).astype(np.int8)
+    n_panels = -(-n_terms // 8)
+    padded = np.zeros((n_panels * 8, hidden4 * 4), np.int8)
+    padded[:n_terms] = q
+    panels = np.ascontiguousarray(padded.reshape(n_panels, 8, hidden4, 4).transpose(0, 2, 1, 3))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    first = rng.integers(0, n_panels)
+    out = np.full((len(lengths), n_panels * 8), 7, np.int32)
+    cproject.screen_i8(x, offsets, panels, out, len(lengths), hidden4, n_panels, int(first), n_panels, isa)
+    products = x.astype(np.int64) @ padded.T.astype(np.int64)
+    for text, (a, b) in enumerate(zip(offsets[:-1], offsets[1:], strict=True)):
+        expected = products[a:b].max(0) if b > a else np.full(n_panels * 8, np.iinfo(np.int32).min)
+        np.testing.assert_array_equal(out[text, first * 8 :], expected[first * 8 :])
+        assert (out[text, : first * 8] == 7).all()
+    with pytest.raises(ValueError, match="shorter"):
+        cproject.screen_i8(x, offsets[:-1], panels, out, len(lengths), hidden4, n_panels, 0, n_panels, isa)
 
 
 @given(texts=st.lists(st.lists(st.sampled_from(WORDS), max_size=70).map(" ".join), min_size=1, max_size=6),

@@ -1,0 +1,124 @@
+"""The exact int8 screen of the fused projection, for CPUs without fast bfloat16 products.
+
+Why: on such CPUs (AVX2 only) the float32 projection of every token onto the 30k vocabulary is ~90% of
+document encoding and runs near the FMA peak, so only fewer multiply-adds make it faster. AVX2 multiplies
+32 byte pairs per instruction (vpmaddubsw) against 8 float pairs per FMA; the C kernel ``screen_i8`` in
+``_cproject.c`` computes, per text and term, the max over the text's tokens of an integer product, about 2x
+the float32 rate per core. Like the bfloat16 screen, it only decides which terms *can* be positive; those
+(a few per cent) are multiplied out in float32 (:func:`lsr.encoders.pooling.projected_splade`), so the
+vectors are the float32 route's.
+
+The bound. Term rows are stored as ``w_j = s_j q_j + r_j`` with q_j in [-63, 63] (7 bits, so that a pair of
+u8 x int8 products fits int16 in vpmaddubsw); the token states of one text as ``x_t = a xq_t + e_t`` with
+xq_t in [-127, 127] (one scale a per text, sent as xq + 128 in u8). Then, exactly in the reals,
+
+    x_t . w_j = a s_j (xq_t . q_j) + a xq_t . r_j + e_t . w_j
+             <= a s_j (xq_t . q_j) + a |xq_t| |r_j| + |e_t| |w_j|                 (Cauchy-Schwarz)
+
+and the float32 product of the exact route errs by at most gamma_d |x_t| |w_j| (Higham). The integer part
+is computed exactly, its max over tokens taken in integers (a and s_j do not depend on the token), so a term
+whose bound plus bias is <= 0 has a float32 logit <= 0, i.e. weight 0. Every other term is a candidate.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+__all__ = ["Int8Screen", "int8_kernel_available"]
+
+TERMS = 8  # terms per panel, as SCREEN_TERMS in _cproject.c
+_Q = 63  # the largest |q|: 7 bits
+_X = 127  # the largest |xq|; xq + 128 is the kernel's u8
+_POOLS: dict[int, ThreadPoolExecutor] = {}  # per process: a forked worker gets its own
+
+
+def _kernel():  # noqa: ANN202 - the C module or None
+    try:
+        from lsr.encoders import _cproject
+    except ImportError:  # the optional C extension was not built (no compiler)
+        return None
+    return _cproject if hasattr(_cproject, "screen_i8") else None
+
+
+def int8_kernel_available() -> bool:
+    return _kernel() is not None
+
+
+def _pool() -> ThreadPoolExecutor:
+    pid = os.getpid()
+    if pid not in _POOLS:
+        _POOLS[pid] = ThreadPoolExecutor(max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="lsr-int8-screen")
+    return _POOLS[pid]
+
+
+class Int8Screen:
+    """The int8 panels of a projection's weight and what the bound needs per term (see the module docstring)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        self.kernel = _kernel()
+        exact = weight.detach().double().cpu().numpy()
+        self.dim, self.hidden = exact.shape
+        self.hidden4 = -(-self.hidden // 4)
+        self.n_panels = -(-self.dim // TERMS)
+        largest = np.abs(exact).max(1)
+        self.scale = np.where(largest > 0, largest / _Q, 1.0)  # float64: the bound uses the very same numbers
+        q = np.clip(np.rint(exact / self.scale[:, None]), -_Q, _Q)
+        self.residual_norms = np.linalg.norm(exact - q * self.scale[:, None], axis=1)
+        self.weight_norms = np.linalg.norm(exact, axis=1)
+        self.q_sums = q.sum(1).astype(np.int64)
+        padded = np.zeros((self.n_panels * TERMS, self.hidden4 * 4), np.int8)  # zero terms and dimensions
+        padded[: self.dim, : self.hidden] = q
+        # panel p: for each group of 4 dimensions, its 8 terms x 4 bytes (one 32-byte load in the kernel)
+        self.panels = np.ascontiguousarray(padded.reshape(self.n_panels, TERMS, self.hidden4, 4).transpose(0, 2, 1, 3))
+        self.bias = bias.detach().double().cpu().numpy()
+        self.gamma = self.hidden * 2.0**-24 / (1 - self.hidden * 2.0**-24)
+
+    def candidates(self, hidden: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
+        """Packed float32 ``(sum(lengths), hidden)`` token states -> ``(len(lengths), vocab)`` booleans: the terms
+        whose float32 logit can be positive in each text (none for a text without tokens)."""
+        x = hidden.detach().double().cpu().numpy()
+        lengths = np.asarray(lengths, np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        n_texts = len(lengths)
+        text_of_row = np.repeat(np.arange(n_texts), lengths)
+        largest = np.zeros(n_texts)
+        np.maximum.at(largest, text_of_row, np.abs(x).max(1) if len(x) else np.zeros(0))
+        a = np.where(largest > 0, largest / _X, 1.0)  # one scale per text
+        xq = np.clip(np.rint(x / a[text_of_row, None]), -_X, _X)
+        error = np.linalg.norm(x - xq * a[text_of_row, None], axis=1)  # |e_t|, exact in float64
+        quantised = a[text_of_row] * np.linalg.norm(xq, axis=1)  # a |xq_t|
+        norms = np.linalg.norm(x, axis=1)
+        per_text = np.zeros((3, n_texts))
+        for row, values in enumerate((error, quantised, norms)):
+            np.maximum.at(per_text[row], text_of_row, values)
+        u8 = np.full((len(x), self.hidden4 * 4), 128, np.uint8)  # padding dimensions are xq = 0
+        u8[:, : self.hidden] = (xq + 128).astype(np.uint8)
+        maxima = np.empty((n_texts, self.n_panels * TERMS), np.int32)
+        self._run(u8, offsets, maxima)
+        products = maxima[:, : self.dim].astype(np.int64) - 128 * self.q_sums  # max_t xq_t . q_j (+128 undone)
+        estimate = a[:, None] * self.scale * products
+        error_e, error_q, norm_x = per_text
+        bound = (estimate + self.bias + error_q[:, None] * self.residual_norms
+                 + (error_e + self.gamma * norm_x)[:, None] * self.weight_norms
+                 + 1e-9 * (np.abs(estimate) + np.abs(self.bias)))  # float64 evaluation, with room to spare
+        bound[lengths == 0] = -np.inf
+        return torch.from_numpy(bound > 0)
+
+    def _run(self, u8: np.ndarray, offsets: np.ndarray, maxima: np.ndarray) -> None:
+        """The kernel over the panels, split over torch's thread count (it releases the GIL)."""
+        parts = max(1, min(torch.get_num_threads(), self.n_panels))
+        cuts = np.linspace(0, self.n_panels, parts + 1).astype(int)
+
+        def run(first: int, last: int) -> None:
+            self.kernel.screen_i8(u8, offsets, self.panels, maxima, len(offsets) - 1, self.hidden4, self.n_panels,
+                                  first, last, "auto")
+
+        helpers = [_pool().submit(run, first, last) for first, last in zip(cuts[1:-1], cuts[2:], strict=True)]
+        run(cuts[0], cuts[1])
+        for helper in helpers:
+            helper.result()
