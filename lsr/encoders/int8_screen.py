@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-__all__ = ["Int8Screen", "int8_kernel_available"]
+__all__ = ["Int8Screen", "int8_kernel_available", "quantise_rows", "dot_gamma"]
 
 TERMS = 8  # terms per panel, as SCREEN_TERMS in _cproject.c
 _Q = 63  # the largest |q|: 7 bits
@@ -49,6 +49,22 @@ def int8_kernel_available() -> bool:
     return _kernel() is not None
 
 
+def quantise_rows(exact: np.ndarray, levels: int, scale_dtype: type = np.float64) -> tuple[np.ndarray, ...]:
+    """Each float64 row as ``scale * q + residual``, integer q in [-levels, levels], one scale per row (of
+    ``scale_dtype``, the very numbers a kernel multiplies by): ``(q, scale, |residual|)``, q as float64. A zero
+    row, or one too small for its scale type, gets scale 1, q = 0 and the row itself as residual."""
+    scale = (np.abs(exact).max(1) / levels).astype(scale_dtype)
+    scale[scale == 0] = 1
+    q = np.clip(np.rint(exact / scale[:, None]), -levels, levels)
+    return q, scale, np.linalg.norm(exact - q * scale[:, None].astype(np.float64), axis=1)
+
+
+def dot_gamma(d: int) -> float:
+    """Higham's gamma_d for float32: a dot product of length d, any summation order, errs by at most
+    gamma_d * sum |x_k y_k| <= gamma_d |x| |y|."""
+    return d * 2.0**-24 / (1 - d * 2.0**-24)
+
+
 def _pool() -> ThreadPoolExecutor:
     pid = os.getpid()
     if pid not in _POOLS:
@@ -65,10 +81,7 @@ class Int8Screen:
         self.dim, self.hidden = exact.shape
         self.hidden4 = -(-self.hidden // 4)
         self.n_panels = -(-self.dim // TERMS)
-        largest = np.abs(exact).max(1)
-        self.scale = np.where(largest > 0, largest / _Q, 1.0)  # float64: the bound uses the very same numbers
-        q = np.clip(np.rint(exact / self.scale[:, None]), -_Q, _Q)
-        self.residual_norms = np.linalg.norm(exact - q * self.scale[:, None], axis=1)
+        q, self.scale, self.residual_norms = quantise_rows(exact, _Q)
         self.weight_norms = np.linalg.norm(exact, axis=1)
         self.q_sums = q.sum(1).astype(np.int64)
         padded = np.zeros((self.n_panels * TERMS, self.hidden4 * 4), np.int8)  # zero terms and dimensions
@@ -76,7 +89,7 @@ class Int8Screen:
         # panel p: for each group of 4 dimensions, its 8 terms x 4 bytes (one 32-byte load in the kernel)
         self.panels = np.ascontiguousarray(padded.reshape(self.n_panels, TERMS, self.hidden4, 4).transpose(0, 2, 1, 3))
         self.bias = bias.detach().double().cpu().numpy()
-        self.gamma = self.hidden * 2.0**-24 / (1 - self.hidden * 2.0**-24)
+        self.gamma = dot_gamma(self.hidden)
 
     def candidates(self, hidden: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
         """Packed float32 ``(sum(lengths), hidden)`` token states -> ``(len(lengths), vocab)`` booleans: the terms

@@ -25,6 +25,7 @@ import warnings
 import numpy as np
 import torch
 
+from lsr.encoders.int8_screen import dot_gamma, quantise_rows
 from lsr.encoders.pooling import VocabProjection, activate, projected_splade
 
 __all__ = ["SingleTextPath", "PanelProjection"]
@@ -110,12 +111,8 @@ def _int8_panels(weight: np.ndarray, n_panels: int) -> tuple[np.ndarray, np.ndar
     """``weight`` as int8 panels with one float32 scale per term (padded to the panels), and per term the
     coefficient of the token norm in the screen's error bound (see :class:`PanelProjection`), rounded up."""
     exact = weight.astype(np.float64)
-    largest = np.abs(exact).max(1)
-    scale = (largest / 127).astype(np.float32)
-    scale[scale == 0] = 1  # a zero row, or one too small for a float32 scale: q = 0 and the residual is the row
-    q = np.clip(np.rint(exact / scale[:, None]), -127, 127)
-    residual = np.linalg.norm(exact - q * scale[:, None].astype(np.float64), axis=1)
-    gamma = weight.shape[1] * 2.0**-24 / (1 - weight.shape[1] * 2.0**-24)
+    q, scale, residual = quantise_rows(exact, 127, np.float32)
+    gamma = dot_gamma(weight.shape[1])
     slack = (residual + gamma * (scale * np.linalg.norm(q, axis=1) + np.linalg.norm(exact, axis=1))) * 1.001
     padded_scale = np.ones(n_panels * PANEL, np.float32)
     padded_scale[: len(scale)] = scale
