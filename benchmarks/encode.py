@@ -175,15 +175,20 @@ def query_latency(folder: str, st, threads: int, n: int = 300) -> dict:  # noqa:
         out[name] = {"n_queries": len(queries), "mean_tokens": tokens, "rows": {}}
         for count in sorted({1, threads}):
             torch.set_num_threads(count)
-            for row, call in calls.items():
+            for call in calls.values():
                 for q in queries[:20]:
                     call(q)  # warm-up
-                times = []
-                for q in queries:
+            # the rows take turns on each query (the order rotating), so that a machine whose speed drifts
+            # during the run slows every row alike
+            times = {row: [] for row in calls}
+            for i, q in enumerate(queries):
+                rows = list(calls.items())
+                for row, call in rows[i % len(rows):] + rows[: i % len(rows)]:
                     started = time.perf_counter()
                     call(q)
-                    times.append(time.perf_counter() - started)
-                ms = np.array(times) * 1e3
+                    times[row].append(time.perf_counter() - started)
+            for row, row_times in times.items():
+                ms = np.array(row_times) * 1e3
                 out[name]["rows"][f"{row}|{count}"] = {"p50_ms": float(np.percentile(ms, 50)),
                                                        "p99_ms": float(np.percentile(ms, 99))}
                 print(f"  {name} {row} {count} threads: p50 {np.percentile(ms, 50):.3f} ms", flush=True)
@@ -290,7 +295,8 @@ def table(report: dict) -> str:
     latency = report.get("queries")
     if latency:
         counts = sorted({int(key.split("|")[1]) for q in latency.values() for key in q["rows"]})
-        lines += ["### One query per call (batch of one), p50 / p99 ms", "",
+        when = f" (measured {report['queries_date']}, after the document rows)" if "queries_date" in report else ""
+        lines += [f"### One query per call (batch of one), p50 / p99 ms{when}", "",
                   "| query set | encoder | " + " | ".join(f"{c} thread{'s' * (c > 1)}" for c in counts) + " |",
                   "|---|---|" + "---|" * len(counts)]
         for name, q in latency.items():
@@ -345,6 +351,8 @@ def main() -> None:
     parser.add_argument("--isa", choices=["native", "avx2"], default="native",
                         help="avx2: rerun with oneDNN, ATen and MKL capped at AVX2 (an ordinary CPU) [native]")
     parser.add_argument("--query-latency", type=int, default=300, help="queries per set for the latency rows, 0: none")
+    parser.add_argument("--queries-only", action="store_true",
+                        help="rerun only the one-query-per-call rows, into this machine's existing results file")
     args = parser.parse_args()
     if args.isa == "avx2" and any(os.environ.get(k) != v for k, v in AVX2_CAP.items()):
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_CAP})  # before torch starts
@@ -354,6 +362,19 @@ def main() -> None:
     folder = str(resolve_model("splade-tiny"))
     report = {"machine": machine(), "threads": args.threads, "repeats": args.repeats,
               "date": time.strftime("%Y-%m-%d"), "seed": args.seed, "corpora": {}}
+    kind = "bf16" if report["machine"]["fast_bfloat16"] else "avx2"
+    vendor = "amd" if "AMD" in report["machine"]["cpu"] else "intel" if "Intel" in report["machine"]["cpu"] else "cpu"
+    target = RESULTS / f"encode-{kind}-{vendor}.json"
+    if args.queries_only:  # the document rows stay those of the file's own run; the rows say their date
+        from sentence_transformers import SparseEncoder
+
+        report = json.loads(target.read_text())
+        report["queries"] = query_latency(folder, SparseEncoder(folder, device="cpu"), args.threads,
+                                          args.query_latency or 300)
+        report["queries_date"] = time.strftime("%Y-%m-%d")
+        target.write_text(json.dumps(report, indent=2) + "\n")
+        write_readme()
+        return
     rows, st = encoders(folder, args.threads)
     special = sorted(set(st.tokenizer.all_special_ids))
     sources = {"enwiki": ENWIKI, "scifact": SCIFACT}
@@ -368,9 +389,7 @@ def main() -> None:
     if args.query_latency:
         report["queries"] = query_latency(folder, st, args.threads, args.query_latency)
     RESULTS.mkdir(exist_ok=True)
-    kind = "bf16" if report["machine"]["fast_bfloat16"] else "avx2"
-    vendor = "amd" if "AMD" in report["machine"]["cpu"] else "intel" if "Intel" in report["machine"]["cpu"] else "cpu"
-    (RESULTS / f"encode-{kind}-{vendor}.json").write_text(json.dumps(report, indent=2) + "\n")
+    target.write_text(json.dumps(report, indent=2) + "\n")
     write_readme()
     print(table(report))
 

@@ -1,26 +1,13 @@
 /*
- * lsr C kernel for the vocabulary projection of a *few* token states (a query): per vocabulary term, the max
- * over the tokens of x_t . w_j, before the bias (lsr/encoders/single_text.py adds it and the activation).
+ * lsr C kernels of the exact int8 screen of the vocabulary projection (lsr/encoders/int8_screen.py): per
+ * text and vocabulary term, the max over the text's token states of an integer dot product (screen_i8), and
+ * for one text (a query) the terms whose proven bound can be positive (select_i8).
  *
- * Why by hand: BLAS libraries tune their sgemm for many rows. With 5-25 rows (one query) and 30k vocabulary
- * columns, MKL and OpenBLAS reach a third of the core's FMA rate or less, and the logits they write
- * (rows x vocab floats) are reread for the max. Here the weight is stored once in panels of PANEL
- * consecutive terms, each panel (hidden x PANEL floats) contiguous, so the whole product streams the weight
- * in order; a block of 4 tokens x 24 terms lives in 12 AVX2 registers, and only the per-term max is written.
- *
- * The AVX2+FMA kernel is compiled for that ISA alone (a target attribute, not a global -mavx2) and picked at
- * run time when the CPU has it; elsewhere a plain C loop of the same order computes the same thing. Both
- * accumulate each dot product in float32 in hidden order (FMA in the AVX2 kernel), so results equal a
- * float32 BLAS product to within float32 rounding, not bit for bit.
- *
- * The caller pads the vocabulary to a multiple of PANEL with zero columns (their maxima are ignored).
- *
- * max_logits_i8 is the same product over an int8 copy of the weight (one scale per term, w ~ scale * q): a
- * quarter of the bytes to stream, which is what bounds the float32 kernel on a query's few rows (15.6 MB of
- * SPLADE-tiny weight per call). Each panel is widened to float32 once, into a scratch panel in L1, and the
- * float32 block kernel runs on it; the maxima are multiplied by the term's scale (positive, so the max
- * commutes). The result is an estimate: single_text.py bounds its error and recomputes exactly, in float32,
- * every term the bound cannot rule out.
+ * Why by hand: the float32 projection of every token onto a 30k vocabulary is most of a SPLADE encode on
+ * CPUs without fast bfloat16, and BLAS has no integer max-pooled product. AVX2 multiplies 32 byte pairs per
+ * vpmaddubsw against 8 float pairs per FMA; the AVX2 kernel is compiled for that ISA alone (a target
+ * attribute, not a global -mavx2) and picked at run time when the CPU has it; elsewhere a plain C loop
+ * computes the same integers.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -32,111 +19,6 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define HAVE_X86 1
-#endif
-
-#define PANEL 24 /* terms per weight panel: 3 AVX2 registers */
-#define TOKENS 4 /* tokens per block: 4 x 3 accumulators + 3 weights + 1 broadcast = 16 registers */
-
-/* out[j] = max_t sum_k x[t][k] * panel(j)[k] for j < n_panels * PANEL (-inf without tokens). */
-static void max_logits_plain(const float *x, Py_ssize_t n_tokens, Py_ssize_t hidden, const float *panels,
-                             Py_ssize_t n_panels, float *out) {
-    for (Py_ssize_t p = 0; p < n_panels; p++) {
-        const float *panel = panels + p * hidden * PANEL;
-        float best[PANEL];
-        for (int c = 0; c < PANEL; c++) best[c] = -INFINITY;
-        for (Py_ssize_t t = 0; t < n_tokens; t++) {
-            float acc[PANEL] = {0};
-            for (Py_ssize_t k = 0; k < hidden; k++) {
-                float xv = x[t * hidden + k];
-                for (int c = 0; c < PANEL; c++) acc[c] += xv * panel[k * PANEL + c];
-            }
-            for (int c = 0; c < PANEL; c++) best[c] = acc[c] > best[c] ? acc[c] : best[c];
-        }
-        for (int c = 0; c < PANEL; c++) out[p * PANEL + c] = best[c];
-    }
-}
-
-/* The int8 panels widened into one float32 panel: the plain and the AVX2 route share the block kernels. */
-static void widen_panel(const int8_t *panel, Py_ssize_t hidden, float *scratch) {
-    for (Py_ssize_t i = 0; i < hidden * PANEL; i++) scratch[i] = (float)panel[i];
-}
-
-static void scale_maxima(float *out, const float *scale, Py_ssize_t n) {
-    for (Py_ssize_t j = 0; j < n; j++) out[j] *= scale[j];
-}
-
-/* out[j] = scale[j] * max_t x_t . q_j over int8 panels q; scratch holds hidden * PANEL floats. */
-static void max_logits_i8_plain(const float *x, Py_ssize_t n_tokens, Py_ssize_t hidden, const int8_t *panels,
-                                const float *scale, Py_ssize_t n_panels, float *scratch, float *out) {
-    for (Py_ssize_t p = 0; p < n_panels; p++) {
-        widen_panel(panels + p * hidden * PANEL, hidden, scratch);
-        max_logits_plain(x, n_tokens, hidden, scratch, 1, out + p * PANEL);
-    }
-    scale_maxima(out, scale, n_panels * PANEL);
-}
-
-#ifdef HAVE_X86
-/* One panel x nt (1..TOKENS) tokens; inlined with a constant nt, so the accumulators stay in registers. */
-__attribute__((target("avx2,fma"), always_inline)) static inline void panel_block(
-    const float *x, Py_ssize_t hidden, const float *panel, int nt, __m256 *best0, __m256 *best1, __m256 *best2) {
-    __m256 acc[TOKENS][3];
-    for (int i = 0; i < nt; i++) acc[i][0] = acc[i][1] = acc[i][2] = _mm256_setzero_ps();
-    for (Py_ssize_t k = 0; k < hidden; k++) {
-        const float *w = panel + k * PANEL;
-        __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8), w2 = _mm256_loadu_ps(w + 16);
-        for (int i = 0; i < nt; i++) {
-            __m256 s = _mm256_broadcast_ss(x + i * hidden + k);
-            acc[i][0] = _mm256_fmadd_ps(s, w0, acc[i][0]);
-            acc[i][1] = _mm256_fmadd_ps(s, w1, acc[i][1]);
-            acc[i][2] = _mm256_fmadd_ps(s, w2, acc[i][2]);
-        }
-    }
-    for (int i = 0; i < nt; i++) {
-        *best0 = _mm256_max_ps(*best0, acc[i][0]);
-        *best1 = _mm256_max_ps(*best1, acc[i][1]);
-        *best2 = _mm256_max_ps(*best2, acc[i][2]);
-    }
-}
-
-__attribute__((target("avx2,fma"))) static void max_logits_avx2(const float *x, Py_ssize_t n_tokens,
-                                                                 Py_ssize_t hidden, const float *panels,
-                                                                 Py_ssize_t n_panels, float *out) {
-    for (Py_ssize_t p = 0; p < n_panels; p++) {
-        const float *panel = panels + p * hidden * PANEL;
-        __m256 best0 = _mm256_set1_ps(-INFINITY), best1 = best0, best2 = best0;
-        Py_ssize_t t = 0;
-        for (; t + TOKENS <= n_tokens; t += TOKENS)
-            panel_block(x + t * hidden, hidden, panel, TOKENS, &best0, &best1, &best2);
-        switch (n_tokens - t) { /* the last 1-3 tokens, each count its own inlined copy */
-        case 3: panel_block(x + t * hidden, hidden, panel, 3, &best0, &best1, &best2); break;
-        case 2: panel_block(x + t * hidden, hidden, panel, 2, &best0, &best1, &best2); break;
-        case 1: panel_block(x + t * hidden, hidden, panel, 1, &best0, &best1, &best2); break;
-        default: break;
-        }
-        _mm256_storeu_ps(out + p * PANEL, best0);
-        _mm256_storeu_ps(out + p * PANEL + 8, best1);
-        _mm256_storeu_ps(out + p * PANEL + 16, best2);
-    }
-}
-
-__attribute__((target("avx2,fma"))) static void widen_panel_avx2(const int8_t *panel, Py_ssize_t hidden,
-                                                                  float *scratch) {
-    Py_ssize_t i = 0, n = hidden * PANEL;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(scratch + i, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(panel + i)))));
-    for (; i < n; i++) scratch[i] = (float)panel[i];
-}
-
-__attribute__((target("avx2,fma"))) static void max_logits_i8_avx2(const float *x, Py_ssize_t n_tokens,
-                                                                    Py_ssize_t hidden, const int8_t *panels,
-                                                                    const float *scale, Py_ssize_t n_panels,
-                                                                    float *scratch, float *out) {
-    for (Py_ssize_t p = 0; p < n_panels; p++) {
-        widen_panel_avx2(panels + p * hidden * PANEL, hidden, scratch);
-        max_logits_avx2(x, n_tokens, hidden, scratch, 1, out + p * PANEL);
-    }
-    scale_maxima(out, scale, n_panels * PANEL);
-}
 #endif
 
 /* ---- The batched int8 screen (pooling.py): per text and term, max over the text's rows of the integer dot
@@ -229,6 +111,7 @@ static int use_avx2(void) {
 static const char *type_name(const char *format) {
     switch (format[0]) {
     case 'f': return "float32";
+    case 'd': return "float64";
     case 'b': return "int8";
     case 'B': return "uint8";
     case 'i': return "int32";
@@ -251,99 +134,6 @@ static int get_typed(PyObject *obj, Py_buffer *view, int writable, const char *f
     return 0;
 }
 
-static int get_f32(PyObject *obj, Py_buffer *view, int writable, const char *name) {
-    return get_typed(obj, view, writable, "f", name);
-}
-
-/* max_logits(x, panels, out, n_tokens, hidden, n_panels, isa) with isa "auto" or "plain" */
-static PyObject *py_max_logits(PyObject *self, PyObject *args) {
-    PyObject *xo, *po, *oo;
-    Py_ssize_t n_tokens, hidden, n_panels;
-    const char *isa;
-    if (!PyArg_ParseTuple(args, "OOOnnns", &xo, &po, &oo, &n_tokens, &hidden, &n_panels, &isa)) return NULL;
-    if (n_tokens < 0 || hidden < 1 || n_panels < 0) {
-        PyErr_SetString(PyExc_ValueError, "n_tokens >= 0, hidden >= 1 and n_panels >= 0, please");
-        return NULL;
-    }
-    Py_buffer x, panels, out;
-    if (get_f32(xo, &x, 0, "x")) return NULL;
-    if (get_f32(po, &panels, 0, "panels")) {
-        PyBuffer_Release(&x);
-        return NULL;
-    }
-    if (get_f32(oo, &out, 1, "out")) {
-        PyBuffer_Release(&x);
-        PyBuffer_Release(&panels);
-        return NULL;
-    }
-    int ok = x.len >= n_tokens * hidden * 4 && panels.len >= n_panels * hidden * PANEL * 4 &&
-             out.len >= n_panels * PANEL * 4;
-    if (ok) {
-        int avx2 = strcmp(isa, "plain") != 0 && use_avx2();
-        Py_BEGIN_ALLOW_THREADS
-#ifdef HAVE_X86
-        if (avx2)
-            max_logits_avx2(x.buf, n_tokens, hidden, panels.buf, n_panels, out.buf);
-        else
-#endif
-            max_logits_plain(x.buf, n_tokens, hidden, panels.buf, n_panels, out.buf);
-        Py_END_ALLOW_THREADS
-        (void)avx2;
-    } else {
-        PyErr_SetString(PyExc_ValueError, "x, panels or out is shorter than the sizes say");
-    }
-    PyBuffer_Release(&x);
-    PyBuffer_Release(&panels);
-    PyBuffer_Release(&out);
-    if (!ok) return NULL;
-    Py_RETURN_NONE;
-}
-
-/* max_logits_i8(x, panels, scale, out, n_tokens, hidden, n_panels, isa): out[j] = scale[j] * max_t x_t . q_j */
-static PyObject *py_max_logits_i8(PyObject *self, PyObject *args) {
-    PyObject *xo, *po, *so, *oo;
-    Py_ssize_t n_tokens, hidden, n_panels;
-    const char *isa;
-    if (!PyArg_ParseTuple(args, "OOOOnnns", &xo, &po, &so, &oo, &n_tokens, &hidden, &n_panels, &isa)) return NULL;
-    if (n_tokens < 0 || hidden < 1 || n_panels < 0) {
-        PyErr_SetString(PyExc_ValueError, "n_tokens >= 0, hidden >= 1 and n_panels >= 0, please");
-        return NULL;
-    }
-    Py_buffer x, panels, scale, out;
-    if (get_f32(xo, &x, 0, "x")) return NULL;
-    if (get_typed(po, &panels, 0, "b", "panels")) goto release_x;
-    if (get_f32(so, &scale, 0, "scale")) goto release_panels;
-    if (get_f32(oo, &out, 1, "out")) goto release_scale;
-    int ok = x.len >= n_tokens * hidden * 4 && panels.len >= n_panels * hidden * PANEL &&
-             scale.len >= n_panels * PANEL * 4 && out.len >= n_panels * PANEL * 4;
-    float *scratch = ok ? malloc(sizeof(float) * hidden * PANEL) : NULL;
-    if (ok && scratch == NULL) {
-        PyErr_NoMemory();
-    } else if (ok) {
-        int avx2 = strcmp(isa, "plain") != 0 && use_avx2();
-        Py_BEGIN_ALLOW_THREADS
-#ifdef HAVE_X86
-        if (avx2)
-            max_logits_i8_avx2(x.buf, n_tokens, hidden, panels.buf, scale.buf, n_panels, scratch, out.buf);
-        else
-#endif
-            max_logits_i8_plain(x.buf, n_tokens, hidden, panels.buf, scale.buf, n_panels, scratch, out.buf);
-        Py_END_ALLOW_THREADS
-        (void)avx2;
-    } else {
-        PyErr_SetString(PyExc_ValueError, "x, panels, scale or out is shorter than the sizes say");
-    }
-    free(scratch);
-    PyBuffer_Release(&out);
-release_scale:
-    PyBuffer_Release(&scale);
-release_panels:
-    PyBuffer_Release(&panels);
-release_x:
-    PyBuffer_Release(&x);
-    if (PyErr_Occurred()) return NULL;
-    Py_RETURN_NONE;
-}
 
 /* screen_i8(x, offsets, panels, out, n_texts, hidden4, n_panels, first, last, isa): for the terms of panels
  * [first, last), out[t][j] = max over rows r of text t (offsets[t] <= r < offsets[t + 1]) of
@@ -394,22 +184,145 @@ release_x:
     Py_RETURN_NONE;
 }
 
+/* quantise_i8(x, offsets, out, stats, n_texts, hidden, hidden4): the token states of consecutive texts (float32
+ * rows; text t holds rows offsets[t] .. offsets[t + 1]) as the screen's u8 rows (xq + 128, padding dimensions
+ * 128, i.e. xq = 0), with per text, in float64: a = max |x| / 127 (1 for a text without rows or all zeros),
+ * xq = rint(x / a) clipped to [-127, 127], and stats[t] = (a, max_t a |xq_t|, max_t |x_t - a xq_t|,
+ * max_t |x_t|) -- what int8_screen.py's bound needs. numpy's passes over a query's few rows cost more than
+ * the screen's product. */
+static void quantise_rows(const float *x, const int64_t *offsets, Py_ssize_t n_texts, Py_ssize_t hidden,
+                          Py_ssize_t hidden4, uint8_t *out, double *stats) {
+    for (Py_ssize_t t = 0; t < n_texts; t++) {
+        double largest = 0, quantised = 0, error = 0, norm = 0;
+        for (int64_t r = offsets[t]; r < offsets[t + 1]; r++)
+            for (Py_ssize_t k = 0; k < hidden; k++) largest = fmax(largest, fabs((double)x[r * hidden + k]));
+        double a = largest > 0 ? largest / 127.0 : 1.0;
+        for (int64_t r = offsets[t]; r < offsets[t + 1]; r++) {
+            double q2 = 0, e2 = 0, x2 = 0;
+            for (Py_ssize_t k = 0; k < hidden4 * 4; k++) {
+                double v = k < hidden ? (double)x[r * hidden + k] : 0.0;
+                double xq = fmin(fmax(rint(v / a), -127.0), 127.0), e = v - xq * a;
+                out[r * hidden4 * 4 + k] = (uint8_t)(xq + 128.0);
+                q2 += xq * xq; e2 += e * e; x2 += v * v;
+            }
+            quantised = fmax(quantised, a * sqrt(q2));
+            error = fmax(error, sqrt(e2));
+            norm = fmax(norm, sqrt(x2));
+        }
+        stats[4 * t] = a; stats[4 * t + 1] = quantised; stats[4 * t + 2] = error; stats[4 * t + 3] = norm;
+    }
+}
+
+static PyObject *py_quantise_i8(PyObject *self, PyObject *args) {
+    PyObject *xo, *fo, *oo, *so;
+    Py_ssize_t n_texts, hidden, hidden4;
+    if (!PyArg_ParseTuple(args, "OOOOnnn", &xo, &fo, &oo, &so, &n_texts, &hidden, &hidden4)) return NULL;
+    if (n_texts < 0 || hidden < 1 || hidden4 * 4 < hidden) {
+        PyErr_SetString(PyExc_ValueError, "n_texts >= 0 and 1 <= hidden <= 4 hidden4, please");
+        return NULL;
+    }
+    Py_buffer x, offsets, out, stats;
+    if (get_typed(xo, &x, 0, "f", "x")) return NULL;
+    if (get_typed(fo, &offsets, 0, "l", "offsets")) goto release_x;
+    if (get_typed(oo, &out, 1, "B", "out")) goto release_offsets;
+    if (get_typed(so, &stats, 1, "d", "stats")) goto release_out;
+    const int64_t *off = offsets.buf;
+    int ok = offsets.len >= (n_texts + 1) * 8 && stats.len >= n_texts * 4 * 8 && (n_texts == 0 || off[0] >= 0);
+    for (Py_ssize_t t = 0; ok && t < n_texts; t++) ok = off[t + 1] >= off[t];
+    ok = ok && (n_texts == 0 || (off[n_texts] * hidden * 4 <= x.len && off[n_texts] * hidden4 * 4 <= out.len));
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        quantise_rows(x.buf, off, n_texts, hidden, hidden4, out.buf, stats.buf);
+        Py_END_ALLOW_THREADS
+    } else {
+        PyErr_SetString(PyExc_ValueError, "x, offsets, out or stats is shorter than the sizes say");
+    }
+    PyBuffer_Release(&stats);
+release_out:
+    PyBuffer_Release(&out);
+release_offsets:
+    PyBuffer_Release(&offsets);
+release_x:
+    PyBuffer_Release(&x);
+    if (PyErr_Occurred()) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* select_i8(maxima, terms, out, dim, a, coef_r, coef_n) -> count: for one text, the terms j < dim (ascending,
+ * into out) whose bound
+ *     est_j + b_j + coef_r r_j + coef_n n_j + 1e-9 (|est_j| + |b_j|),   est_j = a s_j (M_j - 128 Q_j)
+ * is positive, in float64: M_j = maxima[j] (screen_i8 of the text's u8 states; 128 Q_j undoes their +128),
+ * terms = the rows (s, b, r, n, 128 Q) over the vocabulary: the term rows' scales, biases, residual norms and
+ * norms. The same formula, in the same precision, as Int8Screen.candidates' numpy bound for many texts;
+ * int8_screen.py derives it. In C because numpy's passes over the 30k terms cost a query more than the
+ * screen; the bounds of a chunk are computed first (a loop the compiler vectorises: the integers are exact
+ * in float64), then the chunk's passing terms are written out. */
+#define SELECT_CHUNK 256
+static Py_ssize_t select_terms(const int32_t *maxima, const double *terms, Py_ssize_t dim, double a,
+                               double coef_r, double coef_n, int64_t *out) {
+    const double *s = terms, *b = terms + dim, *r = terms + 2 * dim, *w = terms + 3 * dim, *q128 = terms + 4 * dim;
+    double bound[SELECT_CHUNK];
+    Py_ssize_t n = 0;
+    for (Py_ssize_t j0 = 0; j0 < dim; j0 += SELECT_CHUNK) {
+        Py_ssize_t m = dim - j0 < SELECT_CHUNK ? dim - j0 : SELECT_CHUNK;
+        for (Py_ssize_t i = 0; i < m; i++) {
+            Py_ssize_t j = j0 + i;
+            double est = a * s[j] * ((double)maxima[j] - q128[j]);
+            bound[i] = est + b[j] + coef_r * r[j] + coef_n * w[j] + 1e-9 * (fabs(est) + fabs(b[j]));
+        }
+        for (Py_ssize_t i = 0; i < m; i++) {
+            out[n] = j0 + i;
+            n += bound[i] > 0; /* branch-free: a few per cent of the terms pass */
+        }
+    }
+    return n;
+}
+
+static PyObject *py_select_i8(PyObject *self, PyObject *args) {
+    PyObject *mo, *to, *oo;
+    Py_ssize_t dim, n = -1;
+    double a, coef_r, coef_n;
+    if (!PyArg_ParseTuple(args, "OOOnddd", &mo, &to, &oo, &dim, &a, &coef_r, &coef_n)) return NULL;
+    if (dim < 0) {
+        PyErr_SetString(PyExc_ValueError, "dim >= 0, please");
+        return NULL;
+    }
+    Py_buffer maxima, terms, out;
+    if (get_typed(mo, &maxima, 0, "i", "maxima")) return NULL;
+    if (get_typed(to, &terms, 0, "d", "terms")) goto release_maxima;
+    if (get_typed(oo, &out, 1, "l", "out")) goto release_terms;
+    if (maxima.len >= dim * 4 && terms.len == dim * 5 * 8 && out.len >= dim * 8) {
+        Py_BEGIN_ALLOW_THREADS
+        n = select_terms(maxima.buf, terms.buf, dim, a, coef_r, coef_n, out.buf);
+        Py_END_ALLOW_THREADS
+    } else {
+        PyErr_SetString(PyExc_ValueError, "maxima or out is shorter than dim, or terms is not 5 x dim");
+    }
+    PyBuffer_Release(&out);
+release_terms:
+    PyBuffer_Release(&terms);
+release_maxima:
+    PyBuffer_Release(&maxima);
+    if (PyErr_Occurred()) return NULL;
+    return PyLong_FromSsize_t(n);
+}
+
 static PyObject *py_has_avx2(PyObject *self, PyObject *args) { return PyBool_FromLong(use_avx2()); }
 
 static PyMethodDef methods[] = {
-    {"max_logits", py_max_logits, METH_VARARGS,
-     "max_logits(x, panels, out, n_tokens, hidden, n_panels, isa) -> None: out[j] = max_t x_t . w_j"},
-    {"max_logits_i8", py_max_logits_i8, METH_VARARGS,
-     "max_logits_i8(x, panels, scale, out, n_tokens, hidden, n_panels, isa) -> None: "
-     "out[j] = scale[j] * max_t x_t . q_j over int8 panels"},
     {"screen_i8", py_screen_i8, METH_VARARGS,
      "screen_i8(x, offsets, panels, out, n_texts, hidden4, n_panels, first, last, isa) -> None: per text, max over its rows of "
      "the integer products of u8 rows and int8 term panels"},
-    {"has_avx2", py_has_avx2, METH_NOARGS, "whether the AVX2+FMA kernel runs on this CPU"},
+    {"quantise_i8", py_quantise_i8, METH_VARARGS,
+     "quantise_i8(x, offsets, out, stats, n_texts, hidden, hidden4) -> None: float32 rows as the screen's u8 rows, "
+     "per text (a, max a|xq|, max |x - a xq|, max |x|)"},
+    {"select_i8", py_select_i8, METH_VARARGS,
+     "select_i8(maxima, terms, out, dim, a, coef_r, coef_n) -> count: one text's terms whose bound is > 0"},
+    {"has_avx2", py_has_avx2, METH_NOARGS, "whether the AVX2 kernel runs on this CPU"},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cproject", "lsr C kernel: few-row vocabulary projection",
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cproject", "lsr C kernels: the exact int8 screen of the vocabulary projection",
                                     -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__cproject(void) { return PyModule_Create(&module); }

@@ -90,37 +90,50 @@ class Int8Screen:
         self.panels = np.ascontiguousarray(padded.reshape(self.n_panels, TERMS, self.hidden4, 4).transpose(0, 2, 1, 3))
         self.bias = bias.detach().double().cpu().numpy()
         self.gamma = dot_gamma(self.hidden)
+        # what select_i8 reads per term, one row each: scale, bias, |r_j|, |w_j|, 128 Q_j (exact in float64)
+        self.terms = np.ascontiguousarray(np.stack([self.scale, self.bias, self.residual_norms, self.weight_norms,
+                                                    128.0 * self.q_sums]))
 
     def candidates(self, hidden: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
         """Packed float32 ``(sum(lengths), hidden)`` token states -> ``(len(lengths), vocab)`` booleans: the terms
         whose float32 logit can be positive in each text (none for a text without tokens)."""
-        x = hidden.detach().double().cpu().numpy()
         lengths = np.asarray(lengths, np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        n_texts = len(lengths)
-        text_of_row = np.repeat(np.arange(n_texts), lengths)
-        largest = np.zeros(n_texts)
-        np.maximum.at(largest, text_of_row, np.abs(x).max(1) if len(x) else np.zeros(0))
-        a = np.where(largest > 0, largest / _X, 1.0)  # one scale per text
-        xq = np.clip(np.rint(x / a[text_of_row, None]), -_X, _X)
-        error = np.linalg.norm(x - xq * a[text_of_row, None], axis=1)  # |e_t|, exact in float64
-        quantised = a[text_of_row] * np.linalg.norm(xq, axis=1)  # a |xq_t|
-        norms = np.linalg.norm(x, axis=1)
-        per_text = np.zeros((3, n_texts))
-        for row, values in enumerate((error, quantised, norms)):
-            np.maximum.at(per_text[row], text_of_row, values)
-        u8 = np.full((len(x), self.hidden4 * 4), 128, np.uint8)  # padding dimensions are xq = 0
-        u8[:, : self.hidden] = (xq + 128).astype(np.uint8)
-        maxima = np.empty((n_texts, self.n_panels * TERMS), np.int32)
+        u8, offsets, a, error_q, coef_n = self._quantise(hidden.detach().float().cpu().numpy(), lengths)
+        maxima = np.empty((len(lengths), self.n_panels * TERMS), np.int32)
         self._run(u8, offsets, maxima)
         products = maxima[:, : self.dim].astype(np.int64) - 128 * self.q_sums  # max_t xq_t . q_j (+128 undone)
         estimate = a[:, None] * self.scale * products
-        error_e, error_q, norm_x = per_text
-        bound = (estimate + self.bias + error_q[:, None] * self.residual_norms
-                 + (error_e + self.gamma * norm_x)[:, None] * self.weight_norms
+        bound = (estimate + self.bias + error_q[:, None] * self.residual_norms + coef_n[:, None] * self.weight_norms
                  + 1e-9 * (np.abs(estimate) + np.abs(self.bias)))  # float64 evaluation, with room to spare
         bound[lengths == 0] = -np.inf
         return torch.from_numpy(bound > 0)
+
+    def select(self, hidden: np.ndarray) -> np.ndarray:
+        """One text's float32 ``(tokens, hidden)`` states -> the ids (ascending) of the terms whose float32 logit
+        can be positive: :meth:`candidates`' bound for a query, on one thread (the caller's), evaluated by the
+        C kernel ``select_i8`` rather than numpy passes over the vocabulary (the same float64 formula)."""
+        if not len(hidden):
+            return np.zeros(0, np.int64)
+        u8, offsets, a, error_q, coef_n = self._quantise(hidden, np.array([len(hidden)]))
+        maxima = np.empty(self.n_panels * TERMS, np.int32)
+        self.kernel.screen_i8(u8, offsets, self.panels, maxima, 1, self.hidden4, self.n_panels, 0, self.n_panels,
+                              "auto")
+        out = np.empty(self.dim, np.int64)
+        count = self.kernel.select_i8(maxima, self.terms, out, self.dim, float(a[0]), float(error_q[0]),
+                                      float(coef_n[0]))
+        return out[:count]
+
+    def _quantise(self, x: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Float32 token states of consecutive texts -> the kernel's u8 rows and row offsets, and per text the
+        scale a, the largest a |xq_t| (coefficient of |r_j|) and the largest |e_t| + gamma |x_t| (of |w_j|), all
+        in float64 (the C function ``quantise_i8``; the module docstring defines them)."""
+        x = np.ascontiguousarray(x, np.float32)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        u8 = np.empty((len(x), self.hidden4 * 4), np.uint8)
+        stats = np.empty((len(lengths), 4))
+        self.kernel.quantise_i8(x, offsets, u8, stats, len(lengths), self.hidden, self.hidden4)
+        a, error_q, error_e, norm_x = stats.T
+        return u8, offsets, a, error_q, error_e + self.gamma * norm_x
 
     def _run(self, u8: np.ndarray, offsets: np.ndarray, maxima: np.ndarray) -> None:
         """The kernel over the panels, split over torch's thread count (it releases the GIL)."""

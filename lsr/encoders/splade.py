@@ -131,10 +131,10 @@ class SpladeEncoder:
         texts = check_texts(texts)
         if not texts:
             return SparseBatch.empty(0, self.dim)
+        if len(texts) == 1 and self._projection is not None and self.dtype == "float32":
+            return self._encode_one(texts[0])
         encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
                                  add_special_tokens=True)["input_ids"]
-        if len(texts) == 1 and self._projection is not None and self.dtype == "float32":
-            return self._encode_one(encoded[0])
         lengths = np.array([len(ids) for ids in encoded])
         order = np.argsort(-lengths, kind="stable")
         parts: list[SparseBatch] = []
@@ -150,15 +150,14 @@ class SpladeEncoder:
         stacked = SparseBatch.concat(parts)
         return stacked.take(np.argsort(order, kind="stable"))
 
-    def _encode_one(self, ids: list[int]) -> SparseBatch:
+    def _encode_one(self, text: str) -> SparseBatch:
         """One text: the low-overhead route of :mod:`lsr.encoders.single_text` (same vectors to float32 rounding)."""
         with BUILD_LOCK:
             if self._single is None:
-                probes = self.tokenizer(["a b c d", "a", "the quick brown fox jumps over the lazy dog " * 3],
-                                        truncation=True, max_length=self.max_length)["input_ids"]
                 zeroed = self._special_ids if self.zero_special_tokens else torch.zeros(0, dtype=torch.long)
-                self._single = SingleTextPath.build(self.model, self._projection, probes, zeroed)
-        indices, values = self._single(ids)
+                self._single = SingleTextPath.build(self.model, self.tokenizer, self.max_length, self._projection,
+                                                    zeroed)
+        indices, values = self._single(text)
         return SparseBatch(np.array([0, len(indices)], np.int64), indices.astype(np.int32), values, self.dim)
 
     def _pool(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""The batch-of-one route (queries): its C projection kernel against a float64 product, and the encoder's
-single-text vectors against its batched ones."""
+"""The batch-of-one route (queries): its int8 screen of one text against a float64 product and against the
+batched screen's bound, its C quantisation against its definition, and the encoder's single-text vectors
+against its batched ones."""
 
 from __future__ import annotations
 
@@ -10,81 +11,87 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lsr.encoders import single_text
-from lsr.encoders.single_text import PanelProjection
+from lsr.encoders.int8_screen import Int8Screen
+from lsr.encoders.single_text import ScreenedProjection
 from lsr.encoders.splade import SpladeEncoder
 
 cproject = pytest.importorskip("lsr.encoders._cproject", reason="the optional C extension is not built")
 
 
-@given(tokens=st.integers(0, 11), hidden=st.integers(1, 40), dim=st.integers(1, 100),
-       isa=st.sampled_from(["auto", "plain"]), seed=st.integers(0, 2**16))
-@settings(max_examples=200, deadline=None)
-def test_panel_kernel_equals_the_float64_product(tokens, hidden, dim, isa, seed):
-    """Every token count (full blocks of 4 and the 1-3 left over), odd hidden sizes, vocabularies that end
-    inside a panel, both kernels."""
-    rng = np.random.default_rng(seed)
-    weight = torch.from_numpy(rng.normal(0, 0.5, (dim, hidden)).astype(np.float32))
-    bias = torch.from_numpy(rng.normal(0, 1, dim).astype(np.float32))
-    x = torch.from_numpy(rng.normal(0, 2, (tokens, hidden)).astype(np.float32))
-    panels = PanelProjection(weight, bias, cproject, screen=False)
-    panels._run = lambda x, first, last, out: cproject.max_logits(  # the ISA under test
-        x, panels.panels[first:last], out[first * 24 : last * 24], len(x), hidden, last - first, isa)
-    got = panels.max_logits(x)
-    expected = (x.double() @ weight.double().T).amax(0) + bias.double() if tokens else torch.full((dim,), -np.inf)
-    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-4 * max(1, hidden) ** 0.5)
-
-
-@given(tokens=st.integers(0, 11), hidden=st.integers(1, 40), dim=st.integers(1, 100),
-       isa=st.sampled_from(["auto", "plain"]), near=st.sampled_from([0.0, 1e-6, 1e-4, 1e-2]),
-       zero_rows=st.booleans(), seed=st.integers(0, 2**16))
-@settings(max_examples=300, deadline=None)
-def test_int8_screen_keeps_every_positive_logit_exact(tokens, hidden, dim, isa, near, zero_rows, seed):
-    """The int8 kernel against a float64 product, and the screen's exactness: the bias is set so that most
-    logits land within ``near`` of 0 (the hardest case for a screen), and every logit the float64 product
-    finds positive must come out exact, every one it finds negative at <= 0; wide-range rows and zero rows
-    too."""
-    rng = np.random.default_rng(seed)
-    weight = rng.normal(0, 0.5, (dim, hidden)) * np.exp(rng.uniform(-8, 3, (dim, 1)))  # rows of every magnitude
+def _near_zero_logits(rng, tokens: int, hidden: int, dim: int, near: float, zero_rows: bool):
+    """Rows of every magnitude (some zero) and a bias that puts most logits within ``near`` of 0, the hardest
+    case for a screen; returns the float32 (x, weight, bias) and the float64 logits."""
+    weight = rng.normal(0, 0.5, (dim, hidden)) * np.exp(rng.uniform(-8, 3, (dim, 1)))
     if zero_rows:
         weight[rng.random(dim) < 0.3] = 0
-    weight = torch.from_numpy(weight.astype(np.float32))
-    x = torch.from_numpy(rng.normal(0, 2, (tokens, hidden)).astype(np.float32))
-    products = (x.double() @ weight.double().T).amax(0) if tokens else torch.zeros(dim, dtype=torch.float64)
-    bias = torch.from_numpy((-products.numpy() + rng.uniform(-near, near, dim)).astype(np.float32))
-    screened = PanelProjection(weight, bias, cproject)
-    expected = (products + bias.double()).numpy() if tokens else np.full(dim, -np.inf)
-
-    estimate = np.empty(screened.n_panels * 24, np.float32)  # the int8 kernel alone, against its own product
-    cproject.max_logits_i8(x.numpy(), screened.panels, screened.scale, estimate, tokens, hidden,
-                           screened.n_panels, isa)
-    if tokens:
-        q = screened.panels.transpose(0, 2, 1).reshape(-1, hidden)[:dim].astype(np.float64)
-        own = (x.double().numpy() @ q.T).max(0) * screened.scale[:dim]
-        np.testing.assert_allclose(estimate[:dim], own, rtol=1e-5, atol=1e-4 * np.abs(own).max() + 1e-30)
-
-    got = screened.max_logits(x)
-    scale = 1e-6 * (np.abs(x.double().numpy()).sum() * np.abs(weight.double().numpy()).max() + 1)  # rounding room
-    positive, negative = expected > scale, expected < -scale
-    np.testing.assert_allclose(got[positive], expected[positive], rtol=1e-5, atol=scale)
-    assert (got[negative] <= 0).all()
-    assert (got[~positive & ~negative] <= scale).all()
+    weight = weight.astype(np.float32)
+    x = rng.normal(0, 2, (tokens, hidden)).astype(np.float32)
+    products = (x.astype(np.float64) @ weight.astype(np.float64).T).max(0) if tokens else np.zeros(dim)
+    bias = (-products + rng.uniform(-near, near, dim)).astype(np.float32)
+    expected = products + bias if tokens else np.full(dim, -np.inf)
+    return x, weight, bias, expected
 
 
-def test_the_int8_kernel_rejects_bad_buffers():
-    x, scale, out = np.zeros((2, 8), np.float32), np.ones(24, np.float32), np.zeros(24, np.float32)
+@given(tokens=st.integers(0, 11), hidden=st.integers(1, 40), dim=st.integers(1, 100),
+       near=st.sampled_from([0.0, 1e-6, 1e-4, 1e-2]), zero_rows=st.booleans(), seed=st.integers(0, 2**16))
+@settings(max_examples=300, deadline=None)
+def test_one_text_screen_keeps_every_positive_logit_exact(tokens, hidden, dim, near, zero_rows, seed):
+    """Every logit the float64 product finds positive comes out (float32-exact), none it finds negative does;
+    and the C bound of one text (select_i8) names exactly the terms of the numpy bound for many texts."""
+    rng = np.random.default_rng(seed)
+    x, weight, bias, expected = _near_zero_logits(rng, tokens, hidden, dim, near, zero_rows)
+    screen = Int8Screen(torch.from_numpy(weight), torch.from_numpy(bias))
+    projection = ScreenedProjection(screen, torch.from_numpy(weight), torch.from_numpy(bias))
+    terms, logits = projection.positive(x)
+    scale = 1e-6 * (np.abs(x.astype(np.float64)).sum() * np.abs(weight.astype(np.float64)).max() + 1)  # rounding room
+    assert (np.diff(terms) > 0).all() and (logits > 0).all()
+    assert set(np.flatnonzero(expected > scale)) <= set(terms.tolist())
+    assert not set(np.flatnonzero(expected < -scale)) & set(terms.tolist())
+    np.testing.assert_allclose(logits, expected[terms], rtol=1e-5, atol=scale)
+    numpy_bound = screen.candidates(torch.from_numpy(x), [tokens])[0].numpy()
+    np.testing.assert_array_equal(screen.select(x), np.flatnonzero(numpy_bound))
+    keep = rng.random(dim) < 0.5  # only the kept terms (a logit within rounding of 0 may come out either way)
+    kept, clear = projection.positive(x, keep)[0], np.abs(expected) > scale
+    np.testing.assert_array_equal(kept[clear[kept]], terms[keep[terms] & clear[terms]])
+    assert keep[kept].all()
+
+
+@given(lengths=st.lists(st.integers(0, 6), min_size=1, max_size=4), hidden=st.integers(1, 13),
+       zero_text=st.booleans(), seed=st.integers(0, 2**16))
+def test_quantisation_equals_its_float64_definition(lengths, hidden, zero_text, seed):
+    """quantise_i8 against the float64 definition in numpy: u8 rows (padding dimensions 128), and per text the
+    scale, a |xq|, |x - a xq| and |x| maxima; texts without rows and all-zero texts get scale 1 and zeros."""
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(0, 1, (sum(lengths), hidden)) * np.exp(rng.uniform(-6, 6))).astype(np.float32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    if zero_text:
+        x[offsets[0] : offsets[1]] = 0
+    hidden4 = -(-hidden // 4)
+    u8, stats = np.empty((len(x), hidden4 * 4), np.uint8), np.empty((len(lengths), 4))
+    cproject.quantise_i8(x, offsets, u8, stats, len(lengths), hidden, hidden4)
+    for text, (lo, hi) in enumerate(zip(offsets[:-1], offsets[1:], strict=True)):
+        rows = x[lo:hi].astype(np.float64)
+        largest = np.abs(rows).max() if hi > lo else 0.0
+        a = largest / 127 if largest > 0 else 1.0
+        xq = np.clip(np.rint(rows / a), -127, 127)
+        norms = [np.linalg.norm(v, axis=1).max() if hi > lo else 0.0 for v in (a * xq, rows - a * xq, rows)]
+        np.testing.assert_allclose(stats[text], [a, *norms], rtol=1e-12, atol=0)
+        np.testing.assert_array_equal(u8[lo:hi, :hidden], xq + 128)
+        assert (u8[lo:hi, hidden:] == 128).all()
+
+
+def test_the_one_text_kernels_reject_bad_buffers():
+    x, offsets = np.zeros((2, 8), np.float32), np.array([0, 3], np.int64)
     with pytest.raises(ValueError, match="shorter"):
-        cproject.max_logits_i8(x, np.zeros((1, 8, 24), np.int8), scale, out, 3, 8, 1, "auto")
-    with pytest.raises(ValueError, match="int8"):
-        cproject.max_logits_i8(x, np.zeros((1, 8, 24), np.float32), scale, out, 2, 8, 1, "auto")
-
-
-def test_the_kernel_rejects_short_buffers():
-    with pytest.raises(ValueError, match="shorter"):
-        cproject.max_logits(np.zeros((2, 8), np.float32), np.zeros((1, 8, 24), np.float32), np.zeros(24, np.float32),
-                            3, 8, 1, "auto")
+        cproject.quantise_i8(x, offsets, np.zeros((3, 8), np.uint8), np.zeros((1, 4)), 1, 8, 2)
     with pytest.raises(ValueError, match="float32"):
-        cproject.max_logits(np.zeros((2, 8)), np.zeros((1, 8, 24), np.float32), np.zeros(24, np.float32), 2, 8, 1,
-                            "auto")
+        cproject.quantise_i8(x.astype(np.float64), offsets, np.zeros((2, 8), np.uint8), np.zeros((1, 4)), 1, 8, 2)
+    maxima, out = np.zeros(10, np.int32), np.zeros(10, np.int64)
+    with pytest.raises(ValueError, match="5 x dim"):
+        cproject.select_i8(maxima, np.zeros((4, 10)), out, 10, 1.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="int64"):
+        cproject.select_i8(maxima, np.zeros((5, 10)), out.astype(np.int32), 10, 1.0, 0.0, 0.0)
+    assert cproject.select_i8(maxima, np.zeros((5, 10)), out, 10, 1.0, 0.0, 0.0) == 0  # every bound 0: none
 
 
 TEXTS = ["dna", "", "the cell " * 30, "blood pressure and heart disease", "music " * 200, "a b"]
@@ -112,7 +119,7 @@ def test_one_text_equals_the_batched_route(tiny_model, threads):
 
 
 def test_without_the_kernel_or_the_tracer_the_batched_pieces_are_used(tiny_model, monkeypatch):
-    monkeypatch.setattr(PanelProjection, "load", classmethod(lambda cls, weight, bias: None))
+    monkeypatch.setattr(ScreenedProjection, "load", classmethod(lambda cls, weight, bias, projection: None))
     monkeypatch.setattr(single_text, "_traced_body", lambda model, ids: None)
     encoder = SpladeEncoder(str(tiny_model), max_length=64)
     _single_vs_batched(encoder)
@@ -120,10 +127,19 @@ def test_without_the_kernel_or_the_tracer_the_batched_pieces_are_used(tiny_model
 
 
 def test_a_kernel_that_disagrees_is_not_used(tiny_model, monkeypatch):
-    monkeypatch.setattr(PanelProjection, "max_logits", lambda self, hidden: np.zeros(self.dim, np.float32))
+    monkeypatch.setattr(ScreenedProjection, "positive",
+                        lambda self, hidden, keep=None: (np.zeros(0, np.int64), np.zeros(0, np.float32)))
     encoder = SpladeEncoder(str(tiny_model), max_length=64)
     _single_vs_batched(encoder)
     assert not encoder._single.accelerated
+
+
+def test_a_tokenizer_copy_that_disagrees_is_not_used(tiny_model, monkeypatch):
+    """The route calls a copy of the tokenizer's Rust encoder only where it reproduces the Hugging Face call."""
+    monkeypatch.setattr(single_text, "_fast_tokenizer", lambda tokenizer, max_length: lambda text: [101, 102])
+    encoder = SpladeEncoder(str(tiny_model), max_length=64)
+    _single_vs_batched(encoder)
+    assert encoder._single.tokenize("a b c") == encoder.tokenizer(["a b c"])["input_ids"][0]
 
 
 def test_special_tokens_kept_when_asked(tiny_model):
