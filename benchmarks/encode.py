@@ -13,7 +13,8 @@ Seeded samples: ``--n`` enwiki-2015 passages and ``--n`` SciFact documents (``ti
   ``--threads`` worker processes of one thread each, with and without the workers' start-up.
 - one query per call (the service's case): p50/p99 ms of lsr and of sentence-transformers' ``encode_query`` on
   300 enwiki title queries and 300 SciFact claims, with 1 and ``--threads`` threads; lsr also through its
-  batched route (what a batch of one took before the single-text route).
+  batched route (what a batch of one took before the single-text route). The rows take turns on every query
+  (a drifting machine slows all alike); ``--queries-only`` reruns just these rows into the machine's file.
 ``--isa avx2`` measures an ordinary CPU on any machine: the script reruns itself with oneDNN, ATen and MKL
 capped at AVX2 (``ONEDNN_MAX_CPU_ISA``, ``ATEN_CPU_CAPABILITY``, ``MKL_ENABLE_INSTRUCTIONS``), which also
 switches lsr's bfloat16 screen off. Rows whose bfloat16 products would be emulated (no fast bfloat16, native
