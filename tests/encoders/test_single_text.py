@@ -42,7 +42,8 @@ def test_one_text_screen_keeps_every_positive_logit_exact(tokens, hidden, dim, n
     x, weight, bias, expected = _near_zero_logits(rng, tokens, hidden, dim, near, zero_rows)
     screen = Int8Screen(torch.from_numpy(weight), torch.from_numpy(bias))
     projection = ScreenedProjection(screen, torch.from_numpy(weight), torch.from_numpy(bias))
-    terms, logits = projection.positive(x)
+    terms, logits = projection.positive(torch.from_numpy(x))
+    logits = logits.numpy()
     scale = 1e-6 * (np.abs(x.astype(np.float64)).sum() * np.abs(weight.astype(np.float64)).max() + 1)  # rounding room
     assert (np.diff(terms) > 0).all() and (logits > 0).all()
     assert set(np.flatnonzero(expected > scale)) <= set(terms.tolist())
@@ -51,7 +52,7 @@ def test_one_text_screen_keeps_every_positive_logit_exact(tokens, hidden, dim, n
     numpy_bound = screen.candidates(torch.from_numpy(x), [tokens])[0].numpy()
     np.testing.assert_array_equal(screen.select(x), np.flatnonzero(numpy_bound))
     keep = rng.random(dim) < 0.5  # only the kept terms (a logit within rounding of 0 may come out either way)
-    kept, clear = projection.positive(x, keep)[0], np.abs(expected) > scale
+    kept, clear = projection.positive(torch.from_numpy(x), keep)[0], np.abs(expected) > scale
     np.testing.assert_array_equal(kept[clear[kept]], terms[keep[terms] & clear[terms]])
     assert keep[kept].all()
 
@@ -128,7 +129,7 @@ def test_without_the_kernel_or_the_tracer_the_batched_pieces_are_used(tiny_model
 
 def test_a_kernel_that_disagrees_is_not_used(tiny_model, monkeypatch):
     monkeypatch.setattr(ScreenedProjection, "positive",
-                        lambda self, hidden, keep=None: (np.zeros(0, np.int64), np.zeros(0, np.float32)))
+                        lambda self, hidden, keep=None: (np.zeros(0, np.int64), torch.zeros(0)))
     encoder = SpladeEncoder(str(tiny_model), max_length=64)
     _single_vs_batched(encoder)
     assert not encoder._single.accelerated
