@@ -143,6 +143,20 @@ def test_a_tokenizer_copy_that_disagrees_is_not_used(tiny_model, monkeypatch):
     assert encoder._single.tokenize("a b c") == encoder.tokenizer(["a b c"])["input_ids"][0]
 
 
+@pytest.mark.parametrize("screen", [False, "bfloat16"])
+def test_the_route_screens_on_its_own_where_the_batched_projection_does_not_in_int8(tiny_model, screen):
+    """Where the batched projection has no int8 screen (none, or bfloat16 on CPUs with fast bfloat16), the
+    single-text route builds its own from the output embeddings, and still equals the batched route."""
+    from lsr.encoders.pooling import VocabProjection
+
+    encoder = SpladeEncoder(str(tiny_model), max_length=64)
+    decoder = encoder.model.get_output_embeddings()
+    encoder._projection = VocabProjection(decoder.weight, decoder.bias, torch.float32, screen=screen)
+    _single_vs_batched(encoder)
+    assert encoder._single.accelerated and encoder._single.screened.screen is not getattr(encoder._projection,
+                                                                                           "int8", None)
+
+
 def test_special_tokens_kept_when_asked(tiny_model):
     encoder = SpladeEncoder(str(tiny_model), max_length=64, zero_special_tokens=False)
     _single_vs_batched(encoder)
