@@ -135,6 +135,17 @@ static int get_typed(PyObject *obj, Py_buffer *view, int writable, const char *f
 }
 
 
+/* Whether offsets (n_texts + 1 int64 row offsets, text t holding rows offsets[t] .. offsets[t + 1]) is long
+ * enough, starts at >= 0 and never decreases; the end of its last text in *rows. */
+static int offsets_ok(const Py_buffer *offsets, Py_ssize_t n_texts, int64_t *rows) {
+    const int64_t *off = offsets->buf;
+    if (offsets->len < (n_texts + 1) * 8 || (n_texts > 0 && off[0] < 0)) return 0;
+    for (Py_ssize_t t = 0; t < n_texts; t++)
+        if (off[t + 1] < off[t]) return 0;
+    *rows = n_texts > 0 ? off[n_texts] : 0;
+    return 1;
+}
+
 /* screen_i8(x, offsets, panels, out, n_texts, hidden4, n_panels, first, last, isa): for the terms of panels
  * [first, last), out[t][j] = max over rows r of text t (offsets[t] <= r < offsets[t + 1]) of
  * sum_k x[r][k] * q_j[k]; INT32_MIN for a text without rows. Callers split the panels over threads. */
@@ -155,10 +166,9 @@ static PyObject *py_screen_i8(PyObject *self, PyObject *args) {
     if (get_typed(po, &panels, 0, "b", "panels")) goto release_offsets;
     if (get_typed(oo, &out, 1, "i", "out")) goto release_panels;
     const int64_t *off = offsets.buf;
-    int ok = offsets.len >= (n_texts + 1) * 8 && panels.len >= n_panels * hidden4 * SCREEN_TERMS * 4 &&
-             out.len >= n_texts * n_panels * SCREEN_TERMS * 4 && (n_texts == 0 || off[0] >= 0);
-    for (Py_ssize_t t = 0; ok && t < n_texts; t++) ok = off[t + 1] >= off[t];
-    ok = ok && (n_texts == 0 || off[n_texts] * hidden4 * 4 <= x.len);
+    int64_t rows = 0;
+    int ok = offsets_ok(&offsets, n_texts, &rows) && panels.len >= n_panels * hidden4 * SCREEN_TERMS * 4 &&
+             out.len >= n_texts * n_panels * SCREEN_TERMS * 4 && rows * hidden4 * 4 <= x.len;
     if (ok) {
         int avx2 = strcmp(isa, "plain") != 0 && use_avx2();
         Py_BEGIN_ALLOW_THREADS
@@ -227,9 +237,9 @@ static PyObject *py_quantise_i8(PyObject *self, PyObject *args) {
     if (get_typed(oo, &out, 1, "B", "out")) goto release_offsets;
     if (get_typed(so, &stats, 1, "d", "stats")) goto release_out;
     const int64_t *off = offsets.buf;
-    int ok = offsets.len >= (n_texts + 1) * 8 && stats.len >= n_texts * 4 * 8 && (n_texts == 0 || off[0] >= 0);
-    for (Py_ssize_t t = 0; ok && t < n_texts; t++) ok = off[t + 1] >= off[t];
-    ok = ok && (n_texts == 0 || (off[n_texts] * hidden * 4 <= x.len && off[n_texts] * hidden4 * 4 <= out.len));
+    int64_t rows = 0;
+    int ok = offsets_ok(&offsets, n_texts, &rows) && stats.len >= n_texts * 4 * 8 && rows * hidden * 4 <= x.len &&
+             rows * hidden4 * 4 <= out.len;
     if (ok) {
         Py_BEGIN_ALLOW_THREADS
         quantise_rows(x.buf, off, n_texts, hidden, hidden4, out.buf, stats.buf);
@@ -253,9 +263,8 @@ release_x:
  *     est_j + b_j + coef_r r_j + coef_n n_j + 1e-9 (|est_j| + |b_j|),   est_j = a s_j (M_j - 128 Q_j)
  * is positive, in float64: M_j = maxima[j] (screen_i8 of the text's u8 states; 128 Q_j undoes their +128),
  * terms = the rows (s, b, r, n, 128 Q) over the vocabulary: the term rows' scales, biases, residual norms and
- * norms. The same formula, in the same precision, as Int8Screen.candidates' numpy bound for many texts;
- * int8_screen.py derives it. In C because numpy's passes over the 30k terms cost a query more than the
- * screen; the bounds of a chunk are computed first (a loop the compiler vectorises: the integers are exact
+ * norms. int8_screen.py derives the bound and calls this for every text, batched or alone. In C because
+ * numpy's passes over the 30k terms cost a query more than the screen; the bounds of a chunk are computed first (a loop the compiler vectorises: the integers are exact
  * in float64), then the chunk's passing terms are written out. */
 #define SELECT_CHUNK 256
 static Py_ssize_t select_terms(const int32_t *maxima, const double *terms, Py_ssize_t dim, double a,

@@ -101,26 +101,29 @@ class Int8Screen:
         u8, offsets, a, error_q, coef_n = self._quantise(hidden.detach().float().cpu().numpy(), lengths)
         maxima = np.empty((len(lengths), self.n_panels * TERMS), np.int32)
         self._run(u8, offsets, maxima)
-        products = maxima[:, : self.dim].astype(np.int64) - 128 * self.q_sums  # max_t xq_t . q_j (+128 undone)
-        estimate = a[:, None] * self.scale * products
-        bound = (estimate + self.bias + error_q[:, None] * self.residual_norms + coef_n[:, None] * self.weight_norms
-                 + 1e-9 * (np.abs(estimate) + np.abs(self.bias)))  # float64 evaluation, with room to spare
-        bound[lengths == 0] = -np.inf
-        return torch.from_numpy(bound > 0)
+        out = torch.zeros((len(lengths), self.dim), dtype=torch.bool)
+        for text in np.flatnonzero(lengths):
+            out[text, torch.from_numpy(self._passing(maxima[text], a[text], error_q[text], coef_n[text]))] = True
+        return out
 
     def select(self, hidden: np.ndarray) -> np.ndarray:
         """One text's float32 ``(tokens, hidden)`` states -> the ids (ascending) of the terms whose float32 logit
-        can be positive: :meth:`candidates`' bound for a query, on one thread (the caller's), evaluated by the
-        C kernel ``select_i8`` rather than numpy passes over the vocabulary (the same float64 formula)."""
+        can be positive: :meth:`candidates` for a query, on one thread (the caller's)."""
         if not len(hidden):
             return np.zeros(0, np.int64)
         u8, offsets, a, error_q, coef_n = self._quantise(hidden, np.array([len(hidden)]))
         maxima = np.empty(self.n_panels * TERMS, np.int32)
         self.kernel.screen_i8(u8, offsets, self.panels, maxima, 1, self.hidden4, self.n_panels, 0, self.n_panels,
                               "auto")
+        return self._passing(maxima, a[0], error_q[0], coef_n[0])
+
+    def _passing(self, maxima: np.ndarray, a: float, error_q: float, coef_n: float) -> np.ndarray:
+        """One text's integer maxima -> the terms whose bound (the module docstring's, in float64:
+        ``a s_j (M_j - 128 Q_j) + b_j + error_q |r_j| + coef_n |w_j|``, with 1e-9 relative room) is positive,
+        evaluated by the C kernel ``select_i8`` (numpy's passes over the vocabulary cost a query more than the
+        screen)."""
         out = np.empty(self.dim, np.int64)
-        count = self.kernel.select_i8(maxima, self.terms, out, self.dim, float(a[0]), float(error_q[0]),
-                                      float(coef_n[0]))
+        count = self.kernel.select_i8(maxima, self.terms, out, self.dim, float(a), float(error_q), float(coef_n))
         return out[:count]
 
     def _quantise(self, x: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, ...]:

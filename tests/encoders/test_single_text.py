@@ -32,12 +32,31 @@ def _near_zero_logits(rng, tokens: int, hidden: int, dim: int, near: float, zero
     return x, weight, bias, expected
 
 
+def _bound_reference(screen: Int8Screen, x: np.ndarray) -> np.ndarray:
+    """The terms whose bound (lsr/encoders/int8_screen.py's docstring) is positive, restated in numpy float64
+    from the screen's term rows: the plain reference of the C kernels select_i8 and quantise_i8."""
+    if not len(x):
+        return np.zeros(0, np.int64)
+    rows = x.astype(np.float64)
+    largest = np.abs(rows).max()
+    a = largest / 127 if largest > 0 else 1.0
+    xq = np.clip(np.rint(rows / a), -127, 127)
+    q = screen.panels.transpose(0, 2, 1, 3).reshape(-1, screen.hidden4 * 4)[: screen.dim, : screen.hidden]
+    estimate = a * screen.scale * (xq.astype(np.int64) @ q.T.astype(np.int64)).max(0)
+    error_q = (a * np.linalg.norm(xq, axis=1)).max()
+    coef_n = np.linalg.norm(rows - a * xq, axis=1).max() + screen.gamma * np.linalg.norm(rows, axis=1).max()
+    bound = (estimate + screen.bias + error_q * screen.residual_norms + coef_n * screen.weight_norms
+             + 1e-9 * (np.abs(estimate) + np.abs(screen.bias)))
+    return np.flatnonzero(bound > 0)
+
+
 @given(tokens=st.integers(0, 11), hidden=st.integers(1, 40), dim=st.integers(1, 100),
        near=st.sampled_from([0.0, 1e-6, 1e-4, 1e-2]), zero_rows=st.booleans(), seed=st.integers(0, 2**16))
 @settings(max_examples=300, deadline=None)
 def test_one_text_screen_keeps_every_positive_logit_exact(tokens, hidden, dim, near, zero_rows, seed):
     """Every logit the float64 product finds positive comes out (float32-exact), none it finds negative does;
-    and the C bound of one text (select_i8) names exactly the terms of the numpy bound for many texts."""
+    and the C bound (select_i8, on quantise_i8's statistics) names exactly the terms of its float64
+    restatement, alone and through the batched entry point."""
     rng = np.random.default_rng(seed)
     x, weight, bias, expected = _near_zero_logits(rng, tokens, hidden, dim, near, zero_rows)
     screen = Int8Screen(torch.from_numpy(weight), torch.from_numpy(bias))
@@ -49,8 +68,9 @@ def test_one_text_screen_keeps_every_positive_logit_exact(tokens, hidden, dim, n
     assert set(np.flatnonzero(expected > scale)) <= set(terms.tolist())
     assert not set(np.flatnonzero(expected < -scale)) & set(terms.tolist())
     np.testing.assert_allclose(logits, expected[terms], rtol=1e-5, atol=scale)
-    numpy_bound = screen.candidates(torch.from_numpy(x), [tokens])[0].numpy()
-    np.testing.assert_array_equal(screen.select(x), np.flatnonzero(numpy_bound))
+    np.testing.assert_array_equal(screen.select(x), _bound_reference(screen, x))
+    np.testing.assert_array_equal(screen.candidates(torch.from_numpy(x), [tokens])[0].numpy(),
+                                  np.isin(np.arange(dim), _bound_reference(screen, x)))
     keep = rng.random(dim) < 0.5  # only the kept terms (a logit within rounding of 0 may come out either way)
     kept, clear = projection.positive(torch.from_numpy(x), keep)[0], np.abs(expected) > scale
     np.testing.assert_array_equal(kept[clear[kept]], terms[keep[terms] & clear[terms]])
