@@ -48,8 +48,11 @@ end
 
 
 def cpu_name() -> str:
-    return next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                "unknown")
+    """The CPU and the features its speed depends on, as the other tables name them."""
+    from scale import features_text, machine
+
+    m = machine()
+    return f"{m['cpu']} ({features_text(m)})"
 
 
 def scifact_index() -> Path:

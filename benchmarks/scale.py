@@ -456,11 +456,15 @@ def machine() -> dict:
             "disk_free_gib": round(shutil.disk_usage(bench_dir()).free / GIB, 1)}
 
 
-def machine_line(m: dict) -> str:
+def features_text(m: dict) -> str:
+    """The CPU features a speed figure depends on, e.g. ``AVX2 yes, AVX-512 yes, AVX-512 BF16 no, AMX no``."""
     flags = m.get("flags", {})
     named = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX-512 BF16", "amx_tile": "AMX"}
-    features = ", ".join(f"{label} {'yes' if flags.get(f) else 'no'}" for f, label in named.items())
-    return (f"Machine: {m['cpu']} ({features}), {m['cores']} cores, {m['memory_gib']} GiB RAM, "
+    return ", ".join(f"{label} {'yes' if flags.get(f) else 'no'}" for f, label in named.items())
+
+
+def machine_line(m: dict) -> str:
+    return (f"Machine: {m['cpu']} ({features_text(m)}), {m['cores']} cores, {m['memory_gib']} GiB RAM, "
             f"{m['platform']}.")
 
 
