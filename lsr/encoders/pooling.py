@@ -25,7 +25,7 @@ import torch
 from lsr.encoders.int8_screen import Int8Screen, int8_kernel_available
 
 __all__ = ["splade_pool", "dense_to_sparse_batch", "VocabProjection", "projected_max", "projected_splade",
-           "activate", "fast_bfloat16"]
+           "exact_max_logits", "activate", "fast_bfloat16"]
 
 _U = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits)
 
@@ -165,6 +165,12 @@ def projected_splade(hidden: torch.Tensor, lengths: Sequence[int], projection: V
     return _exact_where(hidden, lengths, projection, bits >= 0)  # sign bit clear: +0 or positive, maybe non-zero
 
 
+def exact_max_logits(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, terms: torch.Tensor) -> torch.Tensor:
+    """One text's float32 max logits for the screened ``terms``: max over its token ``rows`` of the products with
+    those terms' weight rows, then the bias (after the max: exact, the same bias for every row)."""
+    return torch.mm(rows, weight.index_select(0, terms).t()).amax(dim=0) + bias.index_select(0, terms)
+
+
 def _exact_where(hidden: torch.Tensor, lengths: Sequence[int], projection: VocabProjection,
                  candidates: torch.Tensor) -> torch.Tensor:
     """SPLADE weights computed in float32 for the ``(texts, vocab)`` ``candidates`` of a screen, 0 elsewhere."""
@@ -173,8 +179,8 @@ def _exact_where(hidden: torch.Tensor, lengths: Sequence[int], projection: Vocab
     for text, possible in enumerate(candidates):
         terms = possible.nonzero().squeeze(1)
         if len(terms) and rows[text + 1] > rows[text]:
-            logits = torch.mm(hidden[rows[text]:rows[text + 1]], projection.weight[terms].t()).amax(dim=0)
-            out[text, terms] = activate(logits.add_(projection.bias[terms]))
+            out[text, terms] = activate(exact_max_logits(hidden[rows[text]:rows[text + 1]], projection.weight,
+                                                         projection.bias, terms))
     return out
 
 
