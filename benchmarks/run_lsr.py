@@ -50,9 +50,14 @@ def main() -> None:
                    help="documents per IndexWriter.add call (0: all in one call); with a batch well under the "
                         "writer's flush threshold (16M postings) the build's memory stays bounded, as `lsr index` "
                         "adds an encode's shards")
+    p.add_argument("--mmap", action="store_true",
+                   help="memory-map the documents instead of reading them into memory; with --add-batch the build "
+                        "then reads a batch at a time, so a collection larger than memory can be indexed")
     args = C.finish_args(p.parse_args())
+    if args.mmap and not args.add_batch:
+        p.error("--mmap needs --add-batch (one IndexWriter.add call would hold every document)")
     variants = (args.variant or "c-auto,c-blockmax,c-exhaustive").split(",")
-    data = C.load_exchange(args.data, args.max_queries)
+    data = C.load_exchange(args.data, args.max_queries, mmap_docs=args.mmap)
     d = data.docs
     docs = SparseBatch(d.indptr, d.indices, d.values, d.dim)
     queries = SparseBatch(data.queries.indptr, data.queries.indices, data.queries.values, data.queries.dim)

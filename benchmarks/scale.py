@@ -66,9 +66,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE / "peers"))
 
+from _common import npz_member  # noqa: E402
 from prepare_enwiki import bench_dir  # noqa: E402
-from synthetic import npz_member, parse_count  # noqa: E402
+from synthetic import parse_count  # noqa: E402
 
 log = logging.getLogger("scale")
 
@@ -116,6 +118,8 @@ def engine_command(engine: str, args: argparse.Namespace) -> tuple[Path, list[st
         knobs = ["--variant", "c-auto", "--settings", f"1,0;{args.lsr_approx}", "--weights", args.lsr_weights]
         if args.lsr_add_batch:
             knobs += ["--add-batch", str(args.lsr_add_batch)]
+        if args.lsr_mmap:
+            knobs.append("--mmap")
         return HERE / "run_lsr.py", knobs, sys.executable
     if engine == "pisa":
         return HERE / "peers" / "run_pisa.py", ["--variant", "maxscore"], venv("pisa")
@@ -407,12 +411,13 @@ def run_guarded(cmd: list[str], log_path: Path, min_free_gib: float, timeout_s: 
             "run_peak_anon_mb": peak_anon / 1024, "run_peak_rss_mb": peak_rss / 1024}
 
 
-def estimate(engine: str, postings: int, measured: list[dict]) -> dict:
+def estimate(engine: str, postings: int, measured: list[dict], mapped: bool = False) -> dict:
     """Estimated peak memory (MiB) and disk (bytes) of one run: ENGINE_MODEL, or, when this engine was measured
     at a smaller size (this invocation or an earlier one in the results JSON), the largest measured peak plus
     the per-posting slope beyond it (the steeper of the model's and the one fitted through the two largest
     measured sizes): builds with bounded buffers (lsr flushes every 16M postings) have a large constant part,
-    which a proportional extrapolation from a small size would blow up."""
+    which a proportional extrapolation from a small size would blow up. ``mapped``: the runner memory-maps the
+    vectors instead of holding its copy (8 B/posting in every model and measurement)."""
     m = ENGINE_MODEL[engine]
     slope = m["mem_bytes"] / 2**20  # MiB per posting
     mem = m["mem_base_mb"] + slope * postings
@@ -433,6 +438,8 @@ def estimate(engine: str, postings: int, measured: list[dict]) -> dict:
         anchored = points[p1] + slope * (postings - p1)
         if anchored > mem:
             mem, basis = anchored, f"measured at {p1 / 1e6:.1f}M postings + {slope * 2**20:.0f} B/posting"
+    if mapped:
+        mem, basis = mem - 8 * postings / 2**20, basis + ", vectors mapped"
     return {"mem_mb": mem * SAFETY, "disk_bytes": disk * SAFETY, "basis": basis}
 
 
@@ -480,7 +487,7 @@ def run_one(name: str, folder: Path | None, stats: dict, engine: str, k: int, ar
     runner, knobs, python = engine_command(engine, args)
     if not Path(python).exists():
         return [{**base, "status": "skipped", "reason": f"no venv at {python} (benchmarks/peers/setup_peers.sh)"}]
-    est = estimate(engine, stats["postings"], measured)
+    est = estimate(engine, stats["postings"], measured, mapped=engine == "lsr" and args.lsr_mmap)
     avail_gib = meminfo_gib() - args.reserve_gib
     free_disk = shutil.disk_usage(bench_dir()).free - args.reserve_disk_gib * GIB - pending_bytes
     base["estimate"] = {"mem_gib": round(est["mem_mb"] / 1024, 1), "disk_gib": round(est["disk_bytes"] / GIB, 1),
@@ -709,6 +716,10 @@ def main() -> None:
     p.add_argument("--lsr-add-batch", type=int, default=10_000,
                    help="documents per IndexWriter.add call in lsr's build (0: all at once, as run.py does; that "
                         "holds the whole collection in the writer, ~120 B/posting)")
+    p.add_argument("--lsr-mmap", action="store_true",
+                   help="lsr's runner memory-maps the documents (run_lsr.py --mmap) instead of holding them: for "
+                        "collections whose vectors do not fit in memory beside the build; its build peak RSS then "
+                        "counts the mapped pages it read (run_peak_anon_mb does not)")
     p.add_argument("--qps", action="store_true", help="also run the 2-thread batch (queries/second)")
     p.add_argument("--synthetic-source", default="enwiki-493k", help="real collection the synth-* sizes are made from")
     p.add_argument("--resample", type=float, default=0.5, help="synthetic: share of a template's postings redrawn")

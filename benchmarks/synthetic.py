@@ -64,7 +64,6 @@ import json
 import logging
 import os
 import shutil
-import struct
 import sys
 import time
 import zipfile
@@ -75,6 +74,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from prepare_enwiki import bench_dir  # noqa: E402
+
+sys.path.insert(0, str(HERE / "peers"))
+from _common import npz_member  # noqa: E402
 
 log = logging.getLogger("synthetic")
 
@@ -101,31 +103,6 @@ def size_label(n: int) -> str:
     if n % 1_000 == 0:
         return f"{n // 1_000}k"
     return str(n)
-
-
-def npz_member(path: Path, key: str) -> np.ndarray:
-    """One array of an .npz without reading it into memory: a read-only memmap when the member is stored
-    uncompressed (np.savez, and docs.npz written here), else the array itself (np.load)."""
-    with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo(key + ".npy")
-    if info.compress_type == zipfile.ZIP_STORED:
-        with open(path, "rb") as fh:
-            fh.seek(info.header_offset)
-            head = fh.read(30)
-            if head[:4] == b"PK\x03\x04":
-                name_len, extra_len = struct.unpack("<HH", head[26:30])
-                fh.seek(info.header_offset + 30 + name_len + extra_len)
-                version = np.lib.format.read_magic(fh)
-                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-                if read_header is not None:
-                    shape, fortran, dtype = read_header(fh)
-                    offset = fh.tell()
-                    if shape and not dtype.hasobject:
-                        return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset,
-                                         order="F" if fortran else "C")
-    with np.load(path, allow_pickle=False) as data:
-        return data[key]
 
 
 def write_npz(path: Path, members: dict[str, Path]) -> None:

@@ -21,8 +21,10 @@ import os
 import platform
 import resource
 import statistics
+import struct
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -67,7 +69,40 @@ class Exchange:
     queries: Csr
 
 
-def load_csr(path: Path) -> Csr:
+def npz_member(path: Path, key: str) -> np.ndarray:
+    """One array of an .npz without reading it into memory: a read-only memmap when the member is stored
+    uncompressed (np.savez, and docs.npz written here), else the array itself (np.load)."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(key + ".npy")
+    if info.compress_type == zipfile.ZIP_STORED:
+        with open(path, "rb") as fh:
+            fh.seek(info.header_offset)
+            head = fh.read(30)
+            if head[:4] == b"PK\x03\x04":
+                name_len, extra_len = struct.unpack("<HH", head[26:30])
+                fh.seek(info.header_offset + 30 + name_len + extra_len)
+                version = np.lib.format.read_magic(fh)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if read_header is not None:
+                    shape, fortran, dtype = read_header(fh)
+                    offset = fh.tell()
+                    if shape and not dtype.hasobject:
+                        return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset,
+                                         order="F" if fortran else "C")
+    with np.load(path, allow_pickle=False) as data:
+        return data[key]
+
+
+def load_csr(path: Path, mmap: bool = False) -> Csr:
+    """A CSR matrix of the exchange format; with ``mmap`` its arrays are read-only memmaps where they are stored
+    uncompressed in the right dtype (a collection larger than memory is then read only where it is used)."""
+    if mmap:
+        with np.load(path, allow_pickle=False) as data:
+            dim = int(data["dim"])
+        arrays = [npz_member(path, key) for key in ("indptr", "indices", "values")]
+        return Csr(*(a if a.dtype == t else np.ascontiguousarray(a, dtype=t)
+                     for a, t in zip(arrays, (np.int64, np.int32, np.float32), strict=True)), dim)
     with np.load(path, allow_pickle=False) as data:
         return Csr(
             np.ascontiguousarray(data["indptr"], dtype=np.int64),
@@ -77,11 +112,11 @@ def load_csr(path: Path) -> Csr:
         )
 
 
-def load_exchange(folder: Path | str, max_queries: int | None = None) -> Exchange:
+def load_exchange(folder: Path | str, max_queries: int | None = None, mmap_docs: bool = False) -> Exchange:
     folder = Path(folder)
     doc_ids = (folder / "doc_ids.txt").read_text(encoding="utf-8").splitlines()
     query_ids = (folder / "query_ids.txt").read_text(encoding="utf-8").splitlines()
-    docs = load_csr(folder / "docs.npz")
+    docs = load_csr(folder / "docs.npz", mmap=mmap_docs)
     queries = load_csr(folder / "queries.npz")
     if len(doc_ids) != docs.n or len(query_ids) != queries.n:
         raise ValueError(f"{folder}: id files and CSR rows disagree ({len(doc_ids)}/{docs.n} docs, "
