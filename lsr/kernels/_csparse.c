@@ -28,6 +28,10 @@
 #ifdef __linux__
 #include <sys/mman.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 9
+#define HAVE_SIMD_TERM 1 /* GCC: per-function AVX2 / AVX-512 code, chosen at run time (dense_*_avx*) */
+#include <immintrin.h>
+#endif
 
 /* ------------------------------------------------------------------------------------------ buffers */
 typedef enum { W_F32, W_U8, W_U16 } wtype_t;
@@ -274,8 +278,11 @@ static void tl_drop(tl_buf_t *b) { free(b->p); b->p = NULL; b->bytes = 0; }
  * site below, so the weight-type switch in weight_at folds away: one specialised loop per stored type. */
 typedef struct { float *acc; uint8_t *seen; int32_t *touched; } taat_scratch_t;
 
+/* floats of the accumulator past the last document: the AVX2 dense step reads and writes back 8 scores at once */
+#define ACC_PAD 8
+
 static int taat_scratch_get(taat_scratch_t *ts, int64_t n_docs) {
-    ts->acc = tl_get(&tl_acc, sizeof(float) * (size_t)n_docs, 1);
+    ts->acc = tl_get(&tl_acc, sizeof(float) * (size_t)(n_docs + ACC_PAD), 1);
     ts->seen = tl_get(&tl_seen, (size_t)n_docs, 1);
     ts->touched = tl_get(&tl_touched, sizeof(int32_t) * (size_t)n_docs, 0);
     return ts->acc && ts->seen && ts->touched ? 0 : -1;
@@ -314,6 +321,107 @@ static void init_bit_pos(void) {
  * 4 MiB accumulator costs little beyond L2, while sixteen terms' posting streams read in turn defeat it. A
  * software prefetch of acc[docs[i + 16..64]] in the loop below also ran 7-15% slower.) */
 #define DECODE_CHUNK 2048
+
+/* Dense accumulation of one term with vector steps: each mask byte's postings are added to its documents'
+ * scores in one step -- the byte's weights loaded as 8 consecutive values, spread over the lanes of its set
+ * bits, multiplied by w and added under the mask -- instead of decoding doc ids and adding one posting at a
+ * time (measured on this project's Intel Xeon at k = 1000: 0.80x exhaustive scoring's time on enwiki-100k,
+ * 0.70x on a synthetic 1M collection). Two variants, picked at run time by CPU: AVX-512 F+VL (x86 since
+ * 2017-2019) spreads with vpexpandd and touches only the set lanes (masked loads and stores); AVX2 (x86 since
+ * 2013-2015) spreads with a permutation from SPREAD[m], adds to all 8 lanes and keeps the unset lanes' old
+ * values by a blend, so it reads and writes back up to 7 scores past the last document (the accumulator has
+ * ACC_PAD floats of slack). Every set lane computes w x weight and adds it to the same score as the scalar
+ * loop, so the sums are bit for bit the same. The 8 consecutive weights may reach past the term's postings
+ * (into the next term's, read but not used), never past the weights array: entries within 8 postings of its
+ * end take the scalar step. Returns 1 for corrupt postings, as taat_term. For block sizes up to 8 (one mask
+ * byte per entry; 8 is the default). */
+
+enum { SIMD_NONE, SIMD_AVX2, SIMD_AVX512 };
+static const char *const SIMD_NAMES[] = {"none", "avx2", "avx512"};
+static int simd_cap = SIMD_AVX512; /* set_simd() lowers it (tests, benchmarks of an older CPU) */
+
+static int cpu_simd(void) {
+    static int known = -1;
+    if (known < 0) {
+        known = SIMD_NONE;
+#ifdef HAVE_SIMD_TERM
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2")) known = SIMD_AVX2;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) known = SIMD_AVX512;
+#endif
+    }
+    return known;
+}
+
+static int simd_level(void) { int c = cpu_simd(); return c < simd_cap ? c : simd_cap; }
+
+#ifdef HAVE_SIMD_TERM
+/* SPREAD[m][r]: for a set bit r of m, its rank among m's set bits (the weight that lane r takes) */
+static int32_t SPREAD[256][8];
+
+static void init_spread(void) {
+    for (int m = 0; m < 256; m++)
+        for (int r = 0, n = 0; r < 8; r++) SPREAD[m][r] = m >> r & 1 ? n++ : 0;
+}
+
+/* one entry's vector step, or its scalar step near the end of the weights array */
+#define DENSE_TERM(name, TARGET, STEP)                                                                       \
+    __attribute__((target(TARGET), noinline)) static int name(const job_t *j, int32_t term, float w, float *acc) { \
+        const int64_t n_docs = j->n_docs, n_blocks = j->n_blocks, bs = j->block_size, vec_end = j->n_postings - 8; \
+        int64_t p = j->offsets[term], p_end = j->offsets[term + 1];                                       \
+        const __m256 wv = _mm256_set1_ps(w);                                                              \
+        for (int64_t e = j->b_offsets[term], e_end = j->b_offsets[term + 1]; e < e_end; e++) {             \
+            int32_t b = block_id(j, e);                                                                   \
+            if ((uint32_t)b >= (uint64_t)n_blocks) return 1;                                              \
+            unsigned m = j->masks[e];                                                                     \
+            int64_t base = (int64_t)b * bs;                                                               \
+            if (m && base + 31 - __builtin_clz(m) >= n_docs) return 1;                                   \
+            if (p <= vec_end) {                                                                           \
+                STEP;                                                                                     \
+            } else {                                                                                      \
+                for (int64_t q = p, r = 0; r < 8; r++)                                                    \
+                    if (m >> r & 1) acc[base + r] += w * weight_at(j->weights, j->wtype, q++);            \
+            }                                                                                             \
+            p += __builtin_popcount(m);                                                                   \
+        }                                                                                                 \
+        return p != p_end;                                                                                \
+    }
+
+#define LOAD8_F32 _mm256_loadu_ps((const float *)j->weights + p)
+#define LOAD8_U8 _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)((const uint8_t *)j->weights + p))))
+#define LOAD8_U16 _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)j->weights + p))))
+
+#define STEP_AVX512(LOAD8)                                                                                \
+    __m256 a = _mm256_maskz_loadu_ps((__mmask8)m, acc + base);                                            \
+    a = _mm256_add_ps(a, _mm256_mul_ps(wv, _mm256_maskz_expand_ps((__mmask8)m, LOAD8)));                   \
+    _mm256_mask_storeu_ps(acc + base, (__mmask8)m, a)
+
+/* the weights are converted before they are permuted: the conversion is exact, and an unset lane's garbage
+ * is discarded by the blend */
+#define STEP_AVX2(LOAD8)                                                                                  \
+    __m256 x = _mm256_permutevar8x32_ps(LOAD8, _mm256_loadu_si256((const __m256i *)SPREAD[m]));            \
+    __m256i bits = _mm256_and_si256(_mm256_set1_epi32((int)m), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)); \
+    __m256 set = _mm256_castsi256_ps(_mm256_cmpeq_epi32(bits, _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128))); \
+    __m256 a = _mm256_loadu_ps(acc + base);                                                               \
+    _mm256_storeu_ps(acc + base, _mm256_blendv_ps(a, _mm256_add_ps(a, _mm256_mul_ps(wv, x)), set))
+
+DENSE_TERM(dense_f32_avx512, "avx512f,avx512vl", STEP_AVX512(LOAD8_F32))
+DENSE_TERM(dense_u8_avx512, "avx512f,avx512vl", STEP_AVX512(LOAD8_U8))
+DENSE_TERM(dense_u16_avx512, "avx512f,avx512vl", STEP_AVX512(LOAD8_U16))
+DENSE_TERM(dense_f32_avx2, "avx2", STEP_AVX2(LOAD8_F32))
+DENSE_TERM(dense_u8_avx2, "avx2", STEP_AVX2(LOAD8_U8))
+DENSE_TERM(dense_u16_avx2, "avx2", STEP_AVX2(LOAD8_U16))
+
+/* query q's dense accumulation by vector steps at the given level (> SIMD_NONE) */
+static int accumulate_simd(const job_t *j, int64_t q, float *acc, int level, const wtype_t wt) {
+    int (*step)(const job_t *, int32_t, float, float *) =
+        level == SIMD_AVX512 ? (wt == W_U8 ? dense_u8_avx512 : wt == W_U16 ? dense_u16_avx512 : dense_f32_avx512)
+                             : (wt == W_U8 ? dense_u8_avx2 : wt == W_U16 ? dense_u16_avx2 : dense_f32_avx2);
+    for (int64_t i = j->q_indptr[q]; i < j->q_indptr[q + 1]; i++)
+        if (step(j, j->q_indices[i], j->q_values[i], acc)) return 1;
+    return 0;
+}
+#endif
 
 /* Add w x term's postings into acc (recording newly touched documents when track); returns 1 when the
  * term's entries name a block or document out of range or do not account for exactly its postings.
@@ -465,6 +573,10 @@ ALWAYS_INLINE int64_t offer_dense(const job_t *j, float *acc, float lo, float *h
 ALWAYS_INLINE int accumulate(const job_t *j, int64_t q, taat_scratch_t *ts, int dense, int64_t *n_touched,
                              const wtype_t wt) {
     int bad = 0;
+#ifdef HAVE_SIMD_TERM
+    int level = dense && j->mask_bytes == 1 ? simd_level() : SIMD_NONE;
+    if (level != SIMD_NONE) return accumulate_simd(j, q, ts->acc, level, wt);
+#endif
     for (int64_t i = j->q_indptr[q]; i < j->q_indptr[q + 1] && !bad; i++) {
         int32_t term = j->q_indices[i];
         float w = j->q_values[i];
@@ -1214,6 +1326,22 @@ static PyObject *py_check_sparse(PyObject *self, PyObject *args) {
     return PyBool_FromLong(ok);
 }
 
+/* set_simd(name) -> the vector step dense scoring now takes: name caps it ("avx512": the best the CPU has, the
+ * default; "avx2"; "none": the scalar loop), and the CPU may cap it lower */
+static PyObject *py_set_simd(PyObject *self, PyObject *args) {
+    const char *name;
+    if (!PyArg_ParseTuple(args, "s", &name)) return NULL;
+    int cap = -1;
+    for (int i = 0; i < 3; i++)
+        if (strcmp(name, SIMD_NAMES[i]) == 0) cap = i;
+    if (cap < 0) {
+        PyErr_Format(PyExc_ValueError, "unknown SIMD level %R (avx512, avx2 or none)", PyTuple_GET_ITEM(args, 0));
+        return NULL;
+    }
+    simd_cap = cap;
+    return PyUnicode_FromString(SIMD_NAMES[simd_level()]);
+}
+
 static PyMethodDef methods[] = {
     {"taat_topk", py_taat_topk, METH_VARARGS,
      "taat_topk(offsets, weights, block_offsets, block_ids, masks, block_size, q_indptr, q_indices, q_values,"
@@ -1228,6 +1356,9 @@ static PyMethodDef methods[] = {
     {"check_sparse", py_check_sparse, METH_VARARGS, "check_sparse(indptr, indices, values, dim) -> bool"},
     {"mass_prune", py_mass_prune, METH_VARARGS,
      "mass_prune(q_indptr, q_indices, q_values, mass, out_indptr, out_indices, out_values) -> None"},
+    {"set_simd", py_set_simd, METH_VARARGS,
+     "set_simd(level) -> str: cap dense scoring's vector step at 'avx512' (the default: the best the CPU has), "
+     "'avx2' or 'none' (the scalar loop); returns the level now taken"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1236,5 +1367,8 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_csparse", "lsr C sc
 
 PyMODINIT_FUNC PyInit__csparse(void) {
     init_bit_pos();
+#ifdef HAVE_SIMD_TERM
+    init_spread();
+#endif
     return PyModule_Create(&module);
 }

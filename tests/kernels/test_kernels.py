@@ -383,6 +383,52 @@ def test_large_k_equals_oracle_exactly(backend, algorithm, case):
     assert_same_hits(got, reference.topk(postings, queries, k, deleted))
 
 
+# Dense exhaustive scoring adds a mask byte's postings to its documents' scores in one vector step (AVX-512 or
+# AVX2, the best the CPU has); with set_simd("none"), and on other CPUs, the scalar loop does. Every step must
+# add the same products to the same scores: bit for bit equal hits on arbitrary float weights too.
+SIMD_LEVELS = ["avx512", "avx2"]
+
+
+def vector_and_scalar_steps(level, postings, queries, k, deleted) -> tuple[Hits, Hits]:
+    from lsr.kernels import _csparse
+
+    try:
+        if _csparse.set_simd(level) != level:
+            pytest.skip(f"this CPU has no {level}")
+        fast = search(postings, queries, k, deleted, "c", algorithm="exhaustive")
+        _csparse.set_simd("none")
+        plain = search(postings, queries, k, deleted, "c", algorithm="exhaustive")
+    finally:
+        _csparse.set_simd("avx512")
+    return fast, plain
+
+
+@pytest.mark.skipif("c" not in BACKENDS, reason="the C extension is not built")
+@pytest.mark.parametrize("level", SIMD_LEVELS)
+@given(case=st.one_of(collections(), collections(weights=wide, storage=st.just(("float32", 1.0))),
+                      large_k_collections()))
+def test_vector_dense_step_equals_the_scalar_step(level, case):
+    postings, queries, k, deleted = case
+    fast, plain = vector_and_scalar_steps(level, postings, queries, k, deleted)
+    assert_same_hits(fast, plain)
+
+
+@pytest.mark.skipif("c" not in BACKENDS, reason="the C extension is not built")
+@pytest.mark.parametrize("level", SIMD_LEVELS)
+@given(case=collections())
+def test_vector_dense_step_equals_oracle(level, case):
+    postings, queries, k, deleted = case
+    fast, _ = vector_and_scalar_steps(level, postings, queries, k, deleted)
+    assert_same_hits(fast, reference.topk(postings, queries, k, deleted))
+
+
+def test_set_simd_rejects_unknown_levels():
+    _csparse = pytest.importorskip("lsr.kernels._csparse")
+    with pytest.raises(ValueError, match="unknown SIMD level"):
+        _csparse.set_simd("sse9")
+    assert _csparse.set_simd("avx512") in ("avx512", "avx2", "none")
+
+
 @pytest.mark.parametrize("backend", PRUNING_BACKENDS)
 @pytest.mark.parametrize("n_docs", [1024, 8192])  # every document scored (dense scan) / 1,024 of 8,192 touched
 def test_large_k_when_the_sample_overshoots(backend, n_docs):
