@@ -42,6 +42,12 @@ setup(
             sources=["lsr/encoders/_cproject.c"],
             extra_compile_args=["-O3", "-std=gnu99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
+        Extension(
+            "lsr.encoders._cbert",
+            sources=["lsr/encoders/_cbert.c"],
+            extra_compile_args=["-O3", "-std=gnu99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            libraries=["m"],
+        ),
     ],
     cmdclass={"build_ext": OptionalBuildExt},
 )

@@ -4,17 +4,19 @@ A query to the service is a batch of one: its cost is not throughput but per-cal
 the batched route are slow there. The Hugging Face tokenizer call spends ~0.2 ms of Python on one text
 (argument handling, batch objects), so a private copy of its Rust tokenizer, with the same truncation, is
 called directly. The Hugging Face forward spends ~1 ms of Python per call on a 2-layer model (masks,
-dispatch, output objects), so the body up to the output projection is traced once with ``torch.jit.trace``
-(fixed for a batch of one without padding: no mask, any length) and frozen (parameters folded in as
-constants). And the projection onto the vocabulary is screened exactly in integers
-(:class:`ScreenedProjection`, the batched int8 screen's kernel for one text): ~20 of 30k terms are then
-multiplied out in float32. The body and the screen are snapshots of the model when the route is built (the
-first single-text call): an encoder whose model is trained further in place must not be used for single texts
-meanwhile.
+dispatch, output objects), so the body up to the output projection runs in C for BERT masked-LM models
+(:class:`lsr.encoders.bert_body.CBertBody`: one call, no operator dispatch, no GIL), and for other models is
+traced once with ``torch.jit.trace`` (fixed for a batch of one without padding: no mask, any length) and
+frozen (parameters folded in as constants). And the projection onto the vocabulary is screened exactly in
+integers (:class:`ScreenedProjection`, the batched int8 screen's kernel for one text): ~20 of 30k terms are
+then multiplied out in float32 (in C where built). The body and the screen are snapshots of the model when
+the route is built (the first single-text call): an encoder whose model is trained further in place must not
+be used for single texts meanwhile.
 
 Each piece is checked against the batched route when the route is built (:meth:`SingleTextPath.build`);
-where one is unavailable or disagrees, that piece falls back to the batched code. The vectors equal the
-batched route's to within float32 rounding (a different summation order in the projection), not bit for bit.
+where one is unavailable or disagrees, that piece falls back (C body -> traced body -> the model's forward;
+screen -> the batched projection). The vectors equal the batched route's to within float32 rounding (a
+different summation order in the body and the projection), not bit for bit.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from lsr.encoders.bert_body import CBertBody, c_max_logits
 from lsr.encoders.int8_screen import Int8Screen, int8_kernel_available
 from lsr.encoders.pooling import VocabProjection, activate, exact_max_logits, projected_splade
 
@@ -66,12 +69,14 @@ class ScreenedProjection:
             terms = terms[keep[terms]]
         if not len(terms):
             return terms, torch.zeros(0)
-        rows = torch.from_numpy(terms)
-        # torch's product, not numpy's: numpy's OpenBLAS, called from two threads at once (a threaded server),
-        # serialised them (two threads encoded 0.95x one thread's queries per second; with torch, 2x)
-        logits = exact_max_logits(x, self.weight, self.bias, rows)
+        # the C product without the GIL where built (torch's ~10 operators cost ~0.1 ms a query), else torch's,
+        # not numpy's: numpy's OpenBLAS, called from two threads at once (a threaded server), serialised them
+        # (two threads encoded 0.95x one thread's queries per second; with torch, 2x)
+        logits = c_max_logits(x.numpy(), self.weight.numpy(), self.bias.numpy(), terms)
+        if logits is None:
+            logits = exact_max_logits(x, self.weight, self.bias, torch.from_numpy(terms)).numpy()
         positive = logits > 0
-        return terms[positive.numpy()], logits[positive]
+        return terms[positive], torch.from_numpy(logits[positive])
 
 
 class SingleTextPath:
@@ -80,7 +85,7 @@ class SingleTextPath:
     def __init__(self, tokenize: Callable[[str], list[int]], body, projection: VocabProjection,  # noqa: ANN001
                  screened: ScreenedProjection | None, zeroed: torch.Tensor) -> None:
         self.tokenize = tokenize
-        self.body = body  # (1, tokens) ids -> (1, tokens, hidden) head input
+        self.body = body  # token ids -> (tokens, hidden) head input
         self.projection = projection
         self.screened = screened
         self.zeroed = zeroed.numpy()
@@ -110,11 +115,16 @@ class SingleTextPath:
             fast = None
         with torch.inference_mode():
             expected = [batched(ids) for ids in probes]
-            body = _traced_body(model, probes[0])
-            if body is not None and not all(torch.allclose(body(torch.tensor([ids]))[0], hidden, rtol=1e-5, atol=1e-5)
-                                            for ids, (hidden, _) in zip(probes, expected, strict=True)):
-                log.info("the traced model body differs from the model's own forward; using the forward")
-                body = None
+
+            def agrees(body, what: str):  # noqa: ANN001, ANN202 - the body, or None where it differs
+                if body is not None and not all(torch.allclose(body(ids), hidden, rtol=1e-5, atol=1e-5)
+                                                for ids, (hidden, _) in zip(probes, expected, strict=True)):
+                    log.info("the %s differs from the model's own forward; not used", what)
+                    return None
+                return body
+
+            body = agrees(CBertBody.from_model(model), "model body in C") or agrees(
+                _traced_body(model, probes[0]), "traced model body")
             screened = ScreenedProjection.load(model.get_output_embeddings().weight, projection.bias, projection)
             if screened is not None and not all(
                     torch.allclose(_dense(*screened.positive(hidden), projection.dim), weights, rtol=1e-5, atol=1e-5)
@@ -122,7 +132,7 @@ class SingleTextPath:
                 log.info("the int8 screen of one text differs from the batched projection; using the batched one")
                 screened = None
         if body is None:
-            body = lambda ids: head_input(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})  # noqa: E731
+            body = lambda ids: batched(ids)[0]  # noqa: E731
         return cls(fast or tokenize, body, projection, screened, zeroed)
 
     @property
@@ -132,7 +142,7 @@ class SingleTextPath:
     @torch.inference_mode()
     def __call__(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         ids = self.tokenize(text)
-        hidden = self.body(torch.tensor([ids]))[0]
+        hidden = self.body(ids)
         if self.screened is None:
             weights = projected_splade(hidden, [len(ids)], self.projection)[0].numpy()
             weights[self.zeroed] = 0
@@ -166,10 +176,11 @@ def _fast_tokenizer(tokenizer, max_length: int) -> Callable[[str], list[int]] | 
     return lambda text: own.encode(text).ids
 
 
-def _traced_body(model: torch.nn.Module, ids: list[int]):  # noqa: ANN202 - a traced module or None
-    """The model up to its output projection, traced for a batch of one. The trace runs on a copy of the module
-    path down to the output embeddings, there replaced by an identity (the parameters are shared, the model
-    itself is never modified: other threads may be using it), so the graph returns what they would be fed."""
+def _traced_body(model: torch.nn.Module, ids: list[int]) -> Callable[[list[int]], torch.Tensor] | None:
+    """The model up to its output projection, traced for a batch of one (token ids -> ``(tokens, hidden)``).
+    The trace runs on a copy of the module path down to the output embeddings, there replaced by an identity
+    (the parameters are shared, the model itself is never modified: other threads may be using it), so the
+    graph returns what they would be fed."""
     decoder = model.get_output_embeddings()
     path = next((name.split(".") for name, module in model.named_modules() if module is decoder and name), None)
     if path is None:
@@ -198,7 +209,7 @@ def _traced_body(model: torch.nn.Module, ids: list[int]):  # noqa: ANN202 - a tr
         log.info("the model body could not be traced (%s); using its forward", exc)
         return None
     try:  # the parameters folded in as constants: ~15% less per call on SPLADE-tiny, the same bits
-        return torch.jit.freeze(traced)
+        traced = torch.jit.freeze(traced)
     except Exception as exc:  # noqa: BLE001 - the traced body is as exact, only slower
         log.info("the traced model body could not be frozen (%s); using it unfrozen", exc)
-        return traced
+    return lambda ids: traced(torch.tensor([ids]))[0]

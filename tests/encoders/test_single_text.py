@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lsr.encoders import single_text
+from lsr.encoders.bert_body import CBertBody
 from lsr.encoders.int8_screen import Int8Screen
 from lsr.encoders.single_text import ScreenedProjection
 from lsr.encoders.splade import SpladeEncoder
@@ -134,13 +135,25 @@ def test_one_text_equals_the_batched_route(tiny_model, threads):
     try:
         encoder = SpladeEncoder(str(tiny_model), max_length=64)
         _single_vs_batched(encoder)
-        assert encoder._single.accelerated and isinstance(encoder._single.body, torch.jit.ScriptModule)
+        assert encoder._single.accelerated and isinstance(encoder._single.body, CBertBody)
     finally:
         torch.set_num_threads(previous)
 
 
+@pytest.mark.parametrize("c_body", ["missing", "disagrees"])
+def test_without_the_c_body_the_traced_body_is_used(tiny_model, monkeypatch, c_body):
+    if c_body == "missing":
+        monkeypatch.setattr(CBertBody, "from_model", classmethod(lambda cls, model: None))
+    else:  # a C body whose states are off by more than rounding
+        monkeypatch.setattr(CBertBody, "__call__", lambda self, ids: torch.zeros(len(ids), self.sizes[0]))
+    encoder = SpladeEncoder(str(tiny_model), max_length=64)
+    _single_vs_batched(encoder)
+    assert encoder._single.accelerated and not isinstance(encoder._single.body, CBertBody)
+
+
 def test_without_the_kernel_or_the_tracer_the_batched_pieces_are_used(tiny_model, monkeypatch):
     monkeypatch.setattr(ScreenedProjection, "load", classmethod(lambda cls, weight, bias, projection: None))
+    monkeypatch.setattr(CBertBody, "from_model", classmethod(lambda cls, model: None))
     monkeypatch.setattr(single_text, "_traced_body", lambda model, ids: None)
     encoder = SpladeEncoder(str(tiny_model), max_length=64)
     _single_vs_batched(encoder)
