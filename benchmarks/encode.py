@@ -52,7 +52,8 @@ ENWIKI = REPO.parent / "shared" / "data" / "corpora" / "enwiki-2015" / "corpus.j
 SCIFACT = REPO / "lsr" / "datasets" / "scifact" / "corpus.jsonl.gz"
 QUERIES = {"enwiki titles": ENWIKI.with_name("queries.jsonl.gz"),
            "scifact claims": SCIFACT.with_name("queries.jsonl.gz")}
-AVX2_CAP = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+AVX2_CAP = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+            "LSR_SCREEN_ISA": "avx2"}
 
 
 def sample(path: Path, n: int, seed: int) -> list[dict]:

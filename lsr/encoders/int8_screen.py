@@ -4,7 +4,9 @@ Why: on such CPUs (AVX2 only) the float32 projection of every token onto the 30k
 document encoding and runs near the FMA peak, so only fewer multiply-adds make it faster. AVX2 multiplies
 32 byte pairs per instruction (vpmaddubsw) against 8 float pairs per FMA; the C kernel ``screen_i8`` in
 ``_cproject.c`` computes, per text and term, the max over the text's tokens of an integer product, about 2x
-the float32 rate per core. Like the bfloat16 screen, it only decides which terms *can* be positive; those
+the float32 rate per core; where the CPU has AVX-512 VNNI, one ``vpdpbusd`` does the three AVX2 instructions'
+work for twice the terms (the same integers; ``LSR_SCREEN_ISA=avx2`` keeps to AVX2, see :func:`screen_isa`).
+Like the bfloat16 screen, it only decides which terms *can* be positive; those
 (a few per cent) are multiplied out in float32 (:func:`lsr.encoders.pooling.projected_splade`), so the
 vectors are the float32 route's.
 
@@ -29,12 +31,23 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-__all__ = ["Int8Screen", "int8_kernel_available", "quantise_rows", "dot_gamma"]
+__all__ = ["Int8Screen", "int8_kernel_available", "quantise_rows", "dot_gamma", "screen_isa"]
 
 TERMS = 8  # terms per panel, as SCREEN_TERMS in _cproject.c
 _Q = 63  # the largest |q|: 7 bits
 _X = 127  # the largest |xq|; xq + 128 is the kernel's u8
 _POOLS: dict[int, ThreadPoolExecutor] = {}  # per process: a forked worker gets its own
+_ISAS = ("auto", "avx2", "plain")
+
+
+def screen_isa() -> str:
+    """The widest screen kernel allowed: ``LSR_SCREEN_ISA`` = ``auto`` (default: AVX-512 VNNI, else AVX2, else
+    plain C, by CPU), ``avx2`` (no AVX-512: an ordinary CPU, for benchmarks on a newer one) or ``plain``. All
+    compute the same integers."""
+    isa = os.environ.get("LSR_SCREEN_ISA", "auto").lower()
+    if isa not in _ISAS:
+        raise ValueError(f"LSR_SCREEN_ISA={isa!r} is not one of {', '.join(_ISAS)}")
+    return isa
 
 
 def _kernel():  # noqa: ANN202 - the C module or None
@@ -77,6 +90,7 @@ class Int8Screen:
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         self.kernel = _kernel()
+        self.isa = screen_isa()
         exact = weight.detach().double().cpu().numpy()
         self.dim, self.hidden = exact.shape
         self.hidden4 = -(-self.hidden // 4)
@@ -114,7 +128,7 @@ class Int8Screen:
         u8, offsets, a, error_q, coef_n = self._quantise(hidden, np.array([len(hidden)]))
         maxima = np.empty(self.n_panels * TERMS, np.int32)
         self.kernel.screen_i8(u8, offsets, self.panels, maxima, 1, self.hidden4, self.n_panels, 0, self.n_panels,
-                              "auto")
+                              self.isa)
         return self._passing(maxima, a[0], error_q[0], coef_n[0])
 
     def _passing(self, maxima: np.ndarray, a: float, error_q: float, coef_n: float) -> np.ndarray:
@@ -145,7 +159,7 @@ class Int8Screen:
 
         def run(first: int, last: int) -> None:
             self.kernel.screen_i8(u8, offsets, self.panels, maxima, len(offsets) - 1, self.hidden4, self.n_panels,
-                                  first, last, "auto")
+                                  first, last, self.isa)
 
         helpers = [_pool().submit(run, first, last) for first, last in zip(cuts[1:-1], cuts[2:], strict=True)]
         run(cuts[0], cuts[1])

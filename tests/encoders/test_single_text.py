@@ -235,3 +235,16 @@ def test_threads_sharing_an_encoder_get_the_same_vectors(tiny_model):
         for got in pool.map(work, range(18)):
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert isinstance(encoder.model.get_output_embeddings(), torch.nn.Linear)  # the model was never modified
+
+
+def test_the_screen_kernel_can_be_capped(monkeypatch):
+    """LSR_SCREEN_ISA caps the screen kernel (benchmarks measure an ordinary CPU on a newer one); a value it
+    does not know is an error that names the choices."""
+    from lsr.encoders.int8_screen import screen_isa
+
+    monkeypatch.setenv("LSR_SCREEN_ISA", "AVX2")
+    assert screen_isa() == "avx2"
+    assert Int8Screen(torch.ones(9, 8), torch.zeros(9)).isa == "avx2"
+    monkeypatch.setenv("LSR_SCREEN_ISA", "avx512")
+    with pytest.raises(ValueError, match="auto, avx2, plain"):
+        screen_isa()
