@@ -75,8 +75,9 @@ class SparseBatch:
         return cls(csr.indptr, csr.indices, csr.data, csr.shape[1])
 
     @classmethod
-    def from_dicts(cls, vectors: Sequence[Mapping[int, float]], dim: int) -> SparseBatch:
-        """From one ``{term_id: weight}`` mapping per row. Zero weights are dropped."""
+    def from_dicts(cls, vectors: Sequence[Mapping[int, float]], dim: int, validate: bool = True) -> SparseBatch:
+        """From one ``{term_id: weight}`` mapping per row. Zero weights are dropped. ``validate=False`` leaves
+        the full check (:meth:`validate`) to the caller (the search path checks queries in one C pass)."""
         indptr = np.zeros(len(vectors) + 1, np.int64)
         indices: list[np.ndarray] = []
         values: list[np.ndarray] = []
@@ -95,8 +96,7 @@ class SparseBatch:
             np.concatenate(values) if values else np.zeros(0, np.float64),
             dim,
         )
-        batch.validate()
-        return batch
+        return batch.validate() if validate else batch
 
     @classmethod
     def concat(cls, batches: Iterable[SparseBatch]) -> SparseBatch:

@@ -108,7 +108,12 @@ class Segment:
 
     def external_id(self, local: int) -> str:
         lo, hi = self.docid_offsets[local], self.docid_offsets[local + 1]
-        return bytes(self.docid_bytes[lo:hi]).decode("utf-8")
+        return str(self._docid_view[lo:hi], "utf-8")
+
+    @cached_property
+    def _docid_view(self) -> memoryview:
+        """The id bytes as a memoryview: slicing the memory map itself makes a memmap object per id (~3 us)."""
+        return memoryview(np.ascontiguousarray(self.docid_bytes, dtype=np.uint8))
 
 
 def _check_shapes(seg_dir: Path, info: fmt.SegmentInfo, manifest: fmt.Manifest, a: dict[str, np.ndarray],

@@ -14,6 +14,7 @@ from typing import Any
 from flask import Flask
 
 from lsr.service.errors import register_error_handlers
+from lsr.service.json_provider import OrjsonProvider
 from lsr.service.requests import Limits
 
 __all__ = ["create_app"]
@@ -65,11 +66,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
         torch.set_num_threads(int(threads))
     app = Flask(__name__, static_folder=None)  # the page blueprint serves its own files, with its headers
+    app.json = OrjsonProvider(app)
     app.config.update(DEFAULTS)
     app.config.update(_from_environment())
     app.config.update(test_config or {})
     app.config.setdefault("LSR_LIMITS", Limits())
-    app.json.sort_keys = False
     if not app.config["LSR_INDEX"]:
         raise ValueError("create_app needs LSR_INDEX (the index folder to serve).")
     app.extensions["lsr"] = _index_holder(app.config)
