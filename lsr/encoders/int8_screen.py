@@ -131,6 +131,15 @@ class Int8Screen:
                               self.isa)
         return self._passing(maxima, a[0], error_q[0], coef_n[0])
 
+    @property
+    def kernel_name(self) -> str:
+        """The screen kernel this CPU runs under :func:`screen_isa`'s cap, for people to read."""
+        if self.kernel is None:
+            return "no C kernel"
+        if self.isa == "auto" and self.kernel.has_vnni():
+            return "AVX-512 VNNI"
+        return "AVX2" if self.isa != "plain" and self.kernel.has_avx2() else "plain C"
+
     def _passing(self, maxima: np.ndarray, a: float, error_q: float, coef_n: float) -> np.ndarray:
         """One text's integer maxima -> the terms whose bound (the module docstring's, in float64:
         ``a s_j (M_j - 128 Q_j) + b_j + error_q |r_j| + coef_n |w_j|``, with 1e-9 relative room) is positive,

@@ -98,7 +98,8 @@ class SpladeEncoder:
         if self._projection.screen == "bfloat16":
             return "fused float32 + exact bfloat16 screen (fast bfloat16 on this CPU)"
         if self._projection.screen == "int8":
-            return "fused float32 + exact int8 screen (no fast bfloat16 on this CPU)"
+            kernel = self._projection.int8.kernel_name
+            return f"fused float32 + exact int8 screen, {kernel} (no fast bfloat16 on this CPU)"
         return "fused float32 (no exact screen: no fast bfloat16 on this CPU and no C kernel)"
 
     def config(self) -> dict[str, Any]:

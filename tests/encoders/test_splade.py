@@ -137,6 +137,12 @@ def test_route_names_what_the_encoder_does(tiny_model, monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # an ordinary CPU, whatever this one has
     encoder = SpladeEncoder(str(tiny_model), max_length=64)
     assert encoder._projection.screen == "int8" and encoder.route.startswith("fused float32 + exact int8 screen")
+    from lsr.encoders import _cproject
+
+    kernel = "AVX-512 VNNI" if _cproject.has_vnni() else "AVX2" if _cproject.has_avx2() else "plain C"
+    assert f"screen, {kernel} (" in encoder.route
+    monkeypatch.setenv("LSR_SCREEN_ISA", "plain")  # the cap is named too
+    assert ", plain C (" in SpladeEncoder(str(tiny_model), max_length=64).route
     encoder._projection = VocabProjection(encoder.model.get_output_embeddings().weight, None, screen=False)
     assert encoder.route.startswith("fused float32 (no exact screen")
     encoder._projection = None
