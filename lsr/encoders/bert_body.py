@@ -6,9 +6,10 @@ it (60 operators at ~10-30 us each), several times the arithmetic. :class:`CBert
 packed float32 copy of the parameters, taken when it is built: like the traced body it replaces, it is a
 snapshot, and an encoder trained further in place must not be used for single texts meanwhile.
 
-Only the architecture it implements is accepted (:meth:`CBertBody.from_model` returns None otherwise): a
-``BertForMaskedLM``-shaped model (``bert`` + ``cls.predictions.transform``), absolute positions, erf GELU,
-no decoder or cross-attention. The caller still checks its states against the model's own forward before use
+Only the architectures it implements are accepted (:meth:`CBertBody.from_model` returns None otherwise):
+``BertForMaskedLM``-shaped models (``bert`` + ``cls.predictions.transform``; absolute positions, no decoder
+or cross-attention) and ``DistilBertForMaskedLM``-shaped ones, with erf GELU and one LayerNorm eps. The
+caller still checks its states against the model's own forward before use
 (:meth:`lsr.encoders.single_text.SingleTextPath.build`): they agree to float32 rounding, not bit for bit.
 """
 
@@ -50,34 +51,22 @@ class CBertBody:
     @classmethod
     def from_model(cls, model: torch.nn.Module) -> CBertBody | None:
         """The C body of ``model``, or None where the kernel is missing or the model is not what it implements."""
-        kernel, config = _kernel(), getattr(model, "config", None)
-        reason = _unsupported(model, config) if kernel is not None else "the C extension is not built"
-        if reason:
-            log.info("single-text body in C not used: %s", reason)
+        kernel = _kernel()
+        layout = _layout(model) if kernel is not None else "the C extension is not built"
+        if isinstance(layout, str):
+            log.info("single-text body in C not used: %s", layout)
             return None
-        bert, transform = model.bert, model.cls.predictions.transform
-        emb = bert.embeddings
-        parts = [emb.position_embeddings.weight, emb.token_type_embeddings.weight[0], emb.LayerNorm.weight,
-                 emb.LayerNorm.bias]
-        for layer in bert.encoder.layer:
-            attn = layer.attention
-            parts += [torch.cat([attn.self.query.weight, attn.self.key.weight, attn.self.value.weight]).t(),
-                      torch.cat([attn.self.query.bias, attn.self.key.bias, attn.self.value.bias]),
-                      attn.output.dense.weight.t(), attn.output.dense.bias,
-                      attn.output.LayerNorm.weight, attn.output.LayerNorm.bias,
-                      layer.intermediate.dense.weight.t(), layer.intermediate.dense.bias,
-                      layer.output.dense.weight.t(), layer.output.dense.bias,
-                      layer.output.LayerNorm.weight, layer.output.LayerNorm.bias]
-        parts += [transform.dense.weight.t(), transform.dense.bias, transform.LayerNorm.weight,
-                  transform.LayerNorm.bias]
+        words, parts, sizes, norms = layout
+        eps = {float(norm.eps) for norm in norms}
+        if len(eps) != 1:
+            log.info("single-text body in C not used: its LayerNorms have different eps (%s)", sorted(eps))
+            return None
         with torch.no_grad():
             params = np.concatenate([_numpy(p).ravel() for p in parts])
-        sizes = (config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.num_attention_heads,
-                 config.max_position_embeddings)
         if len(params) != kernel.packed_size(sizes[0], sizes[1], sizes[2], sizes[4]):
             log.info("single-text body in C not used: the parameters do not have the shapes of the config")
             return None
-        return cls(_numpy(emb.word_embeddings.weight), params, *sizes, float(config.layer_norm_eps))
+        return cls(_numpy(words), params, *sizes, eps.pop())
 
     def __call__(self, ids: list[int]) -> torch.Tensor:
         row = np.array(ids, np.int64)
@@ -86,10 +75,28 @@ class CBertBody:
         return torch.from_numpy(out)
 
 
-def _unsupported(model: torch.nn.Module, config: Any) -> str | None:
-    """Why the C body cannot run ``model`` (None: it can)."""
-    if config is None or getattr(config, "model_type", None) != "bert":
-        return "not a BERT model"
+_Layout = tuple[torch.Tensor, list[torch.Tensor], tuple[int, int, int, int, int], list[torch.nn.LayerNorm]]
+
+
+def _layout(model: torch.nn.Module) -> _Layout | str:
+    """``model``'s word embeddings, its other parameters in ``_cbert.c``'s packed order (dense weights
+    transposed to inputs x outputs), its sizes (hidden, intermediate, layers, heads, positions) and its
+    LayerNorms; or why the C body cannot run it. BERT and DistilBERT masked-LM models share the forward
+    (post-LayerNorm layers, erf GELU, a dense + GELU + LayerNorm head transform); DistilBERT has no token
+    types (a zero row)."""
+    config = getattr(model, "config", None)
+    kind = getattr(config, "model_type", None)
+    if kind not in ("bert", "distilbert"):
+        return f"model type {kind!r}, not BERT or DistilBERT"
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        return "not on the CPU"
+    try:
+        return (_bert_layout if kind == "bert" else _distilbert_layout)(model, config)
+    except (AttributeError, TypeError, RuntimeError) as exc:  # a variant with other modules (no biases, ...)
+        return f"its modules are not those of a {kind} masked-LM model ({exc})"
+
+
+def _bert_layout(model: torch.nn.Module, config: Any) -> _Layout | str:
     if not (hasattr(model, "bert") and hasattr(getattr(model, "cls", None), "predictions")):
         return "not a BERT masked-LM head"
     if getattr(config, "hidden_act", None) != "gelu":
@@ -100,9 +107,50 @@ def _unsupported(model: torch.nn.Module, config: Any) -> str | None:
         return "a decoder"
     if config.hidden_size % config.num_attention_heads:
         return "hidden size not divisible by the heads"
-    if model.bert.embeddings.word_embeddings.weight.device.type != "cpu":
-        return "not on the CPU"
-    return None
+    emb, transform = model.bert.embeddings, model.cls.predictions.transform
+    parts = [emb.position_embeddings.weight, emb.token_type_embeddings.weight[0], emb.LayerNorm.weight,
+             emb.LayerNorm.bias]
+    norms = [emb.LayerNorm, transform.LayerNorm]
+    for layer in model.bert.encoder.layer:
+        attn = layer.attention
+        parts += _layer_parts((attn.self.query, attn.self.key, attn.self.value), attn.output.dense,
+                              attn.output.LayerNorm, layer.intermediate.dense, layer.output.dense,
+                              layer.output.LayerNorm)
+        norms += [attn.output.LayerNorm, layer.output.LayerNorm]
+    parts += [transform.dense.weight.t(), transform.dense.bias, transform.LayerNorm.weight,
+              transform.LayerNorm.bias]
+    sizes = (config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.num_attention_heads,
+             config.max_position_embeddings)
+    return emb.word_embeddings.weight, parts, sizes, norms
+
+
+def _distilbert_layout(model: torch.nn.Module, config: Any) -> _Layout | str:
+    if not all(hasattr(model, name) for name in ("distilbert", "vocab_transform", "vocab_layer_norm")):
+        return "not a DistilBERT masked-LM head"
+    if getattr(config, "activation", None) != "gelu":
+        return f"activation {config.activation!r}, not erf GELU"
+    if config.dim % config.n_heads:
+        return "hidden size not divisible by the heads"
+    emb = model.distilbert.embeddings
+    parts = [emb.position_embeddings.weight, torch.zeros(config.dim), emb.LayerNorm.weight, emb.LayerNorm.bias]
+    norms = [emb.LayerNorm, model.vocab_layer_norm]
+    for layer in model.distilbert.transformer.layer:
+        attn = layer.attention
+        parts += _layer_parts((attn.q_lin, attn.k_lin, attn.v_lin), attn.out_lin, layer.sa_layer_norm,
+                              layer.ffn.lin1, layer.ffn.lin2, layer.output_layer_norm)
+        norms += [layer.sa_layer_norm, layer.output_layer_norm]
+    parts += [model.vocab_transform.weight.t(), model.vocab_transform.bias, model.vocab_layer_norm.weight,
+              model.vocab_layer_norm.bias]
+    sizes = (config.dim, config.hidden_dim, config.n_layers, config.n_heads, config.max_position_embeddings)
+    return emb.word_embeddings.weight, parts, sizes, norms
+
+
+def _layer_parts(qkv, out, out_norm, up, down, down_norm) -> list[torch.Tensor]:  # noqa: ANN001 - Linear/LayerNorm
+    """One encoder layer in the packed order: query|key|value side by side, then the attention output, its
+    LayerNorm, the feed-forward up and down projections and their LayerNorm."""
+    return [torch.cat([lin.weight for lin in qkv]).t(), torch.cat([lin.bias for lin in qkv]),
+            out.weight.t(), out.bias, out_norm.weight, out_norm.bias,
+            up.weight.t(), up.bias, down.weight.t(), down.bias, down_norm.weight, down_norm.bias]
 
 
 def c_max_logits(rows: np.ndarray, weight: np.ndarray, bias: np.ndarray, terms: np.ndarray) -> np.ndarray | None:

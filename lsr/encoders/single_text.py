@@ -4,9 +4,9 @@ A query to the service is a batch of one: its cost is not throughput but per-cal
 the batched route are slow there. The Hugging Face tokenizer call spends ~0.2 ms of Python on one text
 (argument handling, batch objects), so a private copy of its Rust tokenizer, with the same truncation, is
 called directly. The Hugging Face forward spends ~1 ms of Python per call on a 2-layer model (masks,
-dispatch, output objects), so the body up to the output projection runs in C for BERT masked-LM models
-(:class:`lsr.encoders.bert_body.CBertBody`: one call, no operator dispatch, no GIL), and for other models is
-traced once with ``torch.jit.trace`` (fixed for a batch of one without padding: no mask, any length) and
+dispatch, output objects), so the body up to the output projection runs in C for BERT and DistilBERT
+masked-LM models (:class:`lsr.encoders.bert_body.CBertBody`: one call, no operator dispatch, no GIL), and for
+other models is traced once with ``torch.jit.trace`` (fixed for a batch of one without padding: no mask, any length) and
 frozen (parameters folded in as constants). And the projection onto the vocabulary is screened exactly in
 integers (:class:`ScreenedProjection`, the batched int8 screen's kernel for one text): ~20 of 30k terms are
 then multiplied out in float32 (in C where built). The body and the screen are snapshots of the model when

@@ -28,14 +28,20 @@ def simd(level: str):
 
 
 def _random_bert(heads: int, head_dim: int, layers: int, intermediate: int, positions: int, scale: float,
-                 seed: int):
-    from transformers import BertConfig, BertForMaskedLM
+                 seed: int, arch: str = "bert"):
+    from transformers import BertConfig, BertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM
 
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=97, hidden_size=heads * head_dim, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=positions,
-                        initializer_range=scale, hidden_act="gelu")
-    model = BertForMaskedLM(config).eval()
+    if arch == "bert":
+        config = BertConfig(vocab_size=97, hidden_size=heads * head_dim, num_hidden_layers=layers,
+                            num_attention_heads=heads, intermediate_size=intermediate,
+                            max_position_embeddings=positions, initializer_range=scale, hidden_act="gelu")
+        model = BertForMaskedLM(config).eval()
+    else:
+        config = DistilBertConfig(vocab_size=97, dim=heads * head_dim, n_layers=layers, n_heads=heads,
+                                  hidden_dim=intermediate, max_position_embeddings=positions,
+                                  initializer_range=scale, activation="gelu")
+        model = DistilBertForMaskedLM(config).eval()
     with torch.no_grad():  # LayerNorms and biases away from their 1 / 0 initialisation, as in a trained model
         for name, param in model.named_parameters():
             if "LayerNorm" in name or name.endswith("bias"):
@@ -43,17 +49,19 @@ def _random_bert(heads: int, head_dim: int, layers: int, intermediate: int, posi
     return model
 
 
+@pytest.mark.parametrize("arch", ["bert", "distilbert"])
 @pytest.mark.parametrize("level", LEVELS)
 @given(heads=st.integers(1, 3), head_dim=st.sampled_from([1, 5, 8, 16]), layers=st.integers(0, 3),
        intermediate=st.sampled_from([3, 16, 40, 64]), tokens=st.integers(1, 20),
        scale=st.sampled_from([0.02, 0.3, 1.0]), seed=st.integers(0, 2**16))
 @settings(max_examples=40, deadline=None)
-def test_the_c_forward_equals_the_models_own(level, heads, head_dim, layers, intermediate, tokens, scale, seed):
-    """Random BERT shapes (hidden sizes with and without the AVX2 kernel's multiple of 16, no layers to three),
-    weights at three scales, up to max_position_embeddings tokens: the head input is as close to the model's
-    float64 forward as the model's own float32 forward is (within 4x: the sums run in another order; erf is
-    A&S 7.1.26, within 1.5e-7, on the AVX2 level)."""
-    model = _random_bert(heads, head_dim, layers, intermediate, positions=20, scale=scale, seed=seed)
+def test_the_c_forward_equals_the_models_own(arch, level, heads, head_dim, layers, intermediate, tokens, scale,
+                                             seed):
+    """Random BERT and DistilBERT shapes (hidden sizes with and without the AVX2 kernel's multiple of 16, no
+    layers to three), weights at three scales, up to max_position_embeddings tokens: the head input is as close
+    to the model's float64 forward as the model's own float32 forward is (within 4x: the sums run in another
+    order; erf is A&S 7.1.26, within 1.5e-7, on the AVX2 level)."""
+    model = _random_bert(heads, head_dim, layers, intermediate, positions=20, scale=scale, seed=seed, arch=arch)
     body = CBertBody.from_model(model)
     assert body is not None
     ids = np.random.default_rng(seed).integers(0, 97, tokens).tolist()
@@ -137,3 +145,16 @@ def test_other_architectures_are_left_to_torch(change, reason, caplog):
         assert CBertBody.from_model(BertForMaskedLM(config).eval()) is None
     assert reason in caplog.text
     assert CBertBody.from_model(torch.nn.Linear(2, 2)) is None
+
+
+def test_other_distilbert_variants_and_mixed_eps_are_left_to_torch(caplog):
+    from transformers import DistilBertConfig, DistilBertForMaskedLM
+
+    relu = DistilBertForMaskedLM(DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32,
+                                                  max_position_embeddings=8, activation="relu")).eval()
+    model = _random_bert(2, 8, 1, 32, positions=8, scale=0.02, seed=0)
+    model.cls.predictions.transform.LayerNorm.eps = 1e-5  # one LayerNorm unlike the others
+    with caplog.at_level("INFO", logger="lsr.encoders.bert_body"):
+        assert CBertBody.from_model(relu) is None
+        assert CBertBody.from_model(model) is None
+    assert "not erf GELU" in caplog.text and "different eps" in caplog.text

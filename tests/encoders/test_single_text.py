@@ -248,3 +248,20 @@ def test_the_screen_kernel_can_be_capped(monkeypatch):
     monkeypatch.setenv("LSR_SCREEN_ISA", "avx512")
     with pytest.raises(ValueError, match="auto, avx2, plain"):
         screen_isa()
+
+
+def test_a_distilbert_model_runs_its_body_in_c(tiny_model, tmp_path):
+    """A DistilBERT masked-LM (the other SPLADE family) gets the C body too, and the same vectors."""
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForMaskedLM
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
+    torch.manual_seed(1)
+    model = DistilBertForMaskedLM(DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2,
+                                                   hidden_dim=64, max_position_embeddings=128))
+    with torch.no_grad():
+        model.vocab_projector.bias.add_(1.0)  # vectors of a realistic density, as the tiny BERT's
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    encoder = SpladeEncoder(str(tmp_path), max_length=64)
+    _single_vs_batched(encoder)
+    assert encoder._single.accelerated and isinstance(encoder._single.body, CBertBody)
