@@ -40,11 +40,13 @@ setup(
         Extension(
             "lsr.encoders._cproject",
             sources=["lsr/encoders/_cproject.c"],
+            depends=["lsr/encoders/_cpu.h"],
             extra_compile_args=["-O3", "-std=gnu99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
         Extension(
             "lsr.encoders._cbert",
             sources=["lsr/encoders/_cbert.c"],
+            depends=["lsr/encoders/_cpu.h"],
             extra_compile_args=["-O3", "-std=gnu99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             libraries=["m"],
         ),

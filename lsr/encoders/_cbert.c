@@ -17,27 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define HAVE_X86 1
-#endif
+#include "_cpu.h"
 
 static int allow_avx2 = 1; /* set_simd("none") turns the AVX2 kernels off (tests compare both) */
 
-static int cpu_has_avx2(void) {
-#ifdef HAVE_X86
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return cached;
-#else
-    return 0;
-#endif
-}
-
-static int use_avx2(void) { return allow_avx2 && cpu_has_avx2(); }
+static int use_avx2(void) { return allow_avx2 && cpu_avx2_fma(); }
 
 /* ---- y (rows x n_out) = x (rows x n_in) @ w (n_in x n_out, the torch weight transposed) + b ---- */
 
@@ -273,6 +257,10 @@ static int forward(const int64_t *ids, Py_ssize_t t, const float *words, Py_ssiz
     return 0;
 }
 
+static void release(Py_buffer *const *bufs, int n) {
+    for (int i = 0; i < n; i++) PyBuffer_Release(bufs[i]);
+}
+
 static int need(Py_buffer *buf, Py_ssize_t items, Py_ssize_t itemsize, const char *what) {
     if (buf->itemsize != itemsize || buf->len < items * itemsize) {
         PyErr_Format(PyExc_ValueError, "%s: need %zd items of %zd bytes, got %zd bytes of items of %zd", what,
@@ -320,10 +308,7 @@ static PyObject *py_bert_forward(PyObject *self, PyObject *args) {
     result = Py_None;
     Py_INCREF(result);
 done:
-    PyBuffer_Release(&ids);
-    PyBuffer_Release(&words);
-    PyBuffer_Release(&params);
-    PyBuffer_Release(&out);
+    release((Py_buffer *const[]){&ids, &words, &params, &out}, 4);
     return result;
 }
 
@@ -373,11 +358,7 @@ static PyObject *py_max_logits(PyObject *self, PyObject *args) {
     result = Py_None;
     Py_INCREF(result);
 done:
-    PyBuffer_Release(&x);
-    PyBuffer_Release(&w);
-    PyBuffer_Release(&bias);
-    PyBuffer_Release(&terms);
-    PyBuffer_Release(&out);
+    release((Py_buffer *const[]){&x, &w, &bias, &terms, &out}, 5);
     return result;
 }
 

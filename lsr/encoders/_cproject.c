@@ -16,10 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define HAVE_X86 1
-#endif
+#include "_cpu.h"
 
 /* ---- The batched int8 screen (pooling.py): per text and term, max over the text's rows of the integer dot
  * product of u8 token states (x + 128, x quantised to [-127, 127]) with 7-bit term rows q ([-63, 63]).
@@ -147,32 +144,9 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void screen_i8_vnn
 }
 #endif
 
-static int use_avx2(void) {
-#ifdef HAVE_X86
-    static int known = -1;
-    if (known < 0) {
-        __builtin_cpu_init();
-        known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return known;
-#else
-    return 0;
-#endif
-}
+static int use_avx2(void) { return cpu_avx2_fma(); }
 
-static int use_vnni(void) {
-#ifdef HAVE_X86
-    static int known = -1;
-    if (known < 0) {
-        __builtin_cpu_init();
-        known = use_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                __builtin_cpu_supports("avx512vnni");
-    }
-    return known;
-#else
-    return 0;
-#endif
-}
+static int use_vnni(void) { return cpu_avx512_vnni(); }
 
 static const char *type_name(const char *format) {
     switch (format[0]) {
