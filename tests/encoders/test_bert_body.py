@@ -73,9 +73,11 @@ def test_the_c_forward_equals_the_models_own(arch, level, heads, head_dim, layer
     with simd(level):
         got = body(ids)
     assert got.shape == expected.shape and got.dtype == torch.float32
-    # as close to the float64 forward as torch's own float32 forward is, within a factor and the erf's error
+    # as close to the float64 forward as torch's own float32 forward is, within a factor, plus the erf's error
+    # (<= 1.5e-7 absolute, carried through the layers in proportion to the states' size)
     torch_error = (expected.double() - exact).abs().max().item()
-    torch.testing.assert_close(got.double(), exact, rtol=0, atol=4 * torch_error + 1e-5)
+    erf_room = 1e-5 * (1 + exact.abs().max().item())
+    torch.testing.assert_close(got.double(), exact, rtol=0, atol=4 * torch_error + erf_room)
 
 
 @pytest.mark.slow
